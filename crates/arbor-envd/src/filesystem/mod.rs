@@ -1,0 +1,4 @@
+//! The `filesystem.Filesystem` Connect service.
+
+pub mod rpc;
+pub mod watch;

@@ -1,0 +1,1 @@
+//! Signed `/files` URLs (scaffold).

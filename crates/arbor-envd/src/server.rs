@@ -1,0 +1,52 @@
+//! The HTTP router: Connect services, `/files`, `/health`, `/init`, `/envs`.
+
+use crate::{filesystem, http, process, state::Envd};
+use axum::{
+    extract::{DefaultBodyLimit, Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use std::sync::Arc;
+
+/// Builds the router over shared state.
+pub fn router(envd: Arc<Envd>) -> Router {
+    let authenticated = Router::new()
+        .route("/init", post(http::init::init))
+        .route("/envs", get(http::envs))
+        .route("/process.Process/{method}", post(process::rpc::serve))
+        .route("/filesystem.Filesystem/{method}", post(filesystem::rpc::serve))
+        .route_layer(middleware::from_fn_with_state(envd.clone(), require_token));
+    Router::new()
+        .route("/health", get(http::health))
+        // `/files` checks the token itself: a signed URL may stand in for it.
+        .route(
+            "/files",
+            get(http::files::download)
+                .layer(tower_http::compression::CompressionLayer::new().gzip(true))
+                .post(http::files::upload)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .merge(authenticated)
+        .fallback(not_found)
+        .with_state(envd)
+}
+
+async fn require_token(State(envd): State<Arc<Envd>>, req: Request, next: Next) -> Response {
+    match envd.auth.check(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => http::error_response(&e),
+    }
+}
+
+async fn not_found(req: Request) -> Response {
+    (
+        ::http::StatusCode::NOT_FOUND,
+        Json(serde_json::json!({
+            "code": 404,
+            "message": format!("no such envd endpoint: {} {}", req.method(), req.uri().path()),
+        })),
+    )
+        .into_response()
+}
