@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Installs everything Arbor needs on a fresh Debian bookworm machine (as root), then starts it.
+#
+#   bash scripts/setup.sh              install, then run arbor-envd in the foreground on 127.0.0.1:49983
+#   bash scripts/setup.sh --no-start   install only
+#   bash scripts/setup.sh -- ARGS...   extra arguments for arbor-envd
+#
+# Every step is idempotent: it checks first and does nothing when the work is already done, so running
+# this again after a `git pull` only rebuilds what changed.
+#
+# Environment: CARGO_TARGET_DIR (default <repo>/target), ARBOR_ENVD_LISTEN (default 127.0.0.1:49983).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+
+start=1
+envd_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-start) start=0 ;;
+        --) shift; envd_args=("$@"); break ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) die "unknown option: $1 (see --help)" ;;
+    esac
+    shift
+done
+
+# Debian packages the build and the test suites need. Node.js and npm are checked by command rather
+# than by package, since a machine may carry a newer Node.js than Debian's.
+install_debian_packages() {
+    step "Debian packages"
+    local wanted=(build-essential pkg-config ca-certificates file procps python3 python3-venv git)
+    command -v node >/dev/null 2>&1 || wanted+=(nodejs)
+    command -v npm >/dev/null 2>&1 || wanted+=(npm)
+    local missing=()
+    for pkg in "${wanted[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        note "all present"
+        return
+    fi
+    [ "$(id -u)" -eq 0 ] || die "need root to install: ${missing[*]}"
+    note "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+check_toolchains() {
+    step "toolchains"
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup) first"
+    local node_major
+    node_major=$(node -p 'process.versions.node.split(".")[0]')
+    [ "$node_major" -ge 20 ] || die "Node.js >= 20 needed for the JS suite (found $(node --version))"
+    "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' \
+        || die "Python >= 3.9 needed (found $("$PYTHON" --version))"
+    note "$(cargo --version), node $(node --version), $("$PYTHON" --version)"
+}
+
+# envd runs inside sandboxes whose root file systems we do not control, hence a static binary.
+build_envd() {
+    step "arbor-envd (static release build)"
+    RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --quiet --release -p arbor-envd --target "$ENVD_TARGET" --manifest-path "$ROOT/Cargo.toml"
+    [ -x "$ENVD_BIN" ] || die "build did not produce $ENVD_BIN"
+    # `file` says "statically linked" or "static-pie linked"; ldd refuses a static binary.
+    if ! file -b "$ENVD_BIN" | grep -Eq "static(ally|-pie) linked"; then
+        die "$ENVD_BIN is not static: $(file -b "$ENVD_BIN")"
+    fi
+    if ldd "$ENVD_BIN" >/dev/null 2>&1 && ! ldd "$ENVD_BIN" 2>&1 | grep -q "statically linked"; then
+        die "$ENVD_BIN has dynamic dependencies: $(ldd "$ENVD_BIN")"
+    fi
+    note "$ENVD_BIN ($(du -h "$ENVD_BIN" | cut -f1), static)"
+}
+
+# A stamp of the requirements file makes a second run skip pip entirely.
+python_venv() {
+    step "Python venv (.venv)"
+    local req="$ROOT/tests/python/requirements.txt"
+    local stamp="$VENV/.arbor-requirements.sha256"
+    local want
+    want=$(sha256sum "$req" | cut -d' ' -f1)
+    if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        note "up to date"
+        return
+    fi
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    echo "$want" >"$stamp"
+    note "installed $(grep -c '==' "$req") pinned packages"
+}
+
+node_modules() {
+    step "JS packages (tests/js)"
+    local js="$ROOT/tests/js"
+    local stamp="$js/node_modules/.arbor-lock.sha256"
+    local want
+    want=$(sha256sum "$js/package-lock.json" | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        note "up to date"
+        return
+    fi
+    (cd "$js" && npm ci --silent --no-audit --no-fund)
+    echo "$want" >"$stamp"
+    note "installed from package-lock.json"
+}
+
+# On a host without the sandbox's `user` account the daemon would reject every request that names no
+# user, so fall back to root there.
+run_envd() {
+    local listen=${ARBOR_ENVD_LISTEN:-127.0.0.1:49983}
+    local args=(--listen "$listen")
+    if ! getent passwd user >/dev/null 2>&1; then
+        args+=(--default-user root)
+        note "no 'user' account on this machine: default user is root"
+    fi
+    step "starting arbor-envd on $listen (Ctrl-C stops it)"
+    exec "$ENVD_BIN" "${args[@]}" "${envd_args[@]}"
+}
+
+install_debian_packages
+check_toolchains
+build_envd
+python_venv
+node_modules
+step "setup done"
+[ "$start" -eq 1 ] && run_envd
+exit 0
