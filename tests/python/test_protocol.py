@@ -121,3 +121,20 @@ def test_files_upload_response_keys_exactly(client, work):
     assert r.status_code == 200
     # Python builds WriteInfo(**item): any extra key is a TypeError in the SDK.
     assert r.json() == [{"name": "k.txt", "type": "file", "path": str(work / "k.txt")}]
+
+
+def test_rpc_auth_error_is_a_connect_error(token_envd):
+    """A rejected token on a Connect route is a Connect error (string code), not the /files JSON shape."""
+    with httpx.Client(base_url=token_envd.url, timeout=15) as c:
+        r = unary(c, "/process.Process/List", {}, headers={"X-Access-Token": "wrong"})
+        assert r.status_code == 401
+        assert r.json()["code"] == "unauthenticated"
+        r = start(c, "true", headers={"X-Access-Token": "wrong"})
+        # Streams: HTTP 200 + end-stream error (JS reads no body of a non-200 stream response), or a
+        # Connect error body; either way the code must be the Connect name.
+        if r.status_code == 200:
+            frames = parse_frames(r.content)
+            assert frames[-1][1]["error"]["code"] == "unauthenticated"
+        else:
+            assert r.status_code == 401
+            assert r.json()["code"] == "unauthenticated"
