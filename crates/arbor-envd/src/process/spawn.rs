@@ -69,6 +69,9 @@ pub fn spawn(
                 cwd.display()
             )))
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::InvalidArgument(format!("cwd '{}' does not exist", cwd.display())))
+        }
         Err(e) => return Err(Error::io(format!("cwd '{}'", cwd.display()), e)),
     }
 
