@@ -174,3 +174,9 @@ def wait_until(cond, timeout: float = 5.0, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return cond()
+
+
+def give_to_user(path: Path) -> None:
+    """Hands a tree the test made as root (the host side) to `user`, so the daemon's user may change it."""
+    for p in [path, *path.rglob("*")]:
+        os.lchown(p, USER_UID, USER_GID)

@@ -6,6 +6,7 @@ create (see conftest.sandbox_with_token), so the SDK itself computes the URL sig
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import httpx
@@ -16,9 +17,12 @@ from novita_sandbox.core import AsyncSandbox, AuthenticationException, Sandbox
 from novita_sandbox.core.sandbox.signature import get_signature
 
 
+_ids = itertools.count()
+
+
 @pytest.fixture
 def twork(token_envd, request):
-    path = token_envd.home / f"t-{request.node.name[:40]}"
+    path = token_envd.home / f"t{next(_ids):03d}-{request.node.name[:40]}"
     path.mkdir()
     os.chown(path, 1000, 1000)
     return path

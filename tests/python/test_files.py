@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from envd_harness import give_to_user
 from novita_sandbox.core import FileNotFoundException, InvalidArgumentException, Sandbox, SandboxException
 from novita_sandbox.core.sandbox.filesystem.filesystem import FileType, WriteEntry
 
@@ -286,6 +287,7 @@ def test_make_dir_over_a_file_is_an_error(sbx: Sandbox, work):
 
 def test_rename(sbx: Sandbox, work):
     (work / "old.txt").write_text("moved")
+    give_to_user(work)
     info = sbx.files.rename(str(work / "old.txt"), str(work / "new.txt"))
     assert info.path == str(work / "new.txt")
     assert info.name == "new.txt"
@@ -297,6 +299,7 @@ def test_rename(sbx: Sandbox, work):
 def test_rename_directory(sbx: Sandbox, work):
     (work / "dold").mkdir()
     (work / "dold" / "inner").write_text("i")
+    give_to_user(work)
     info = sbx.files.rename(str(work / "dold"), str(work / "dnew"))
     assert info.type == FileType.DIR
     assert (work / "dnew" / "inner").read_text() == "i"
@@ -311,6 +314,7 @@ def test_remove_file_and_dir(sbx: Sandbox, work):
     (work / "rm.txt").write_text("x")
     (work / "rmdir" / "sub").mkdir(parents=True)
     (work / "rmdir" / "sub" / "f").write_text("x")
+    give_to_user(work)
     sbx.files.remove(str(work / "rm.txt"))
     sbx.files.remove(str(work / "rmdir"))
     assert not (work / "rm.txt").exists()
