@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -259,3 +260,25 @@ def test_login_shell_reads_profile(sbx: Sandbox, envd, work):
         assert sbx.commands.run("echo $FROM_PROFILE").stdout == "yes\n"
     finally:
         profile.unlink()
+
+
+def test_detached_grandchild_outlives_the_command(sbx: Sandbox):
+    # The usual way to start a server from an agent: the command returns at once, the server stays.
+    t0 = time.monotonic()
+    r = sbx.commands.run("sleep 30 >/dev/null 2>&1 & echo $!", timeout=20)
+    assert time.monotonic() - t0 < 5, "run waited for a detached child"
+    child = int(r.stdout)
+    try:
+        time.sleep(0.3)
+        assert pid_alive(child), "detached child was killed when its parent command ended"
+    finally:
+        os.kill(child, 9)
+
+
+def test_stdin_reaches_the_process_in_order(sbx: Sandbox):
+    # Many writes split mid-line; `head` ends the input itself (the Python SDK cannot close stdin).
+    h = sbx.commands.run("head -n 2000 | md5sum", background=True, stdin=True)
+    lines = "".join(f"line {i}\n" for i in range(2000))
+    for i in range(0, len(lines), 997):
+        sbx.commands.send_stdin(h.pid, lines[i : i + 997])
+    assert h.wait().stdout.split()[0] == hashlib.md5(lines.encode()).hexdigest()

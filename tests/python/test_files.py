@@ -329,3 +329,15 @@ def test_remove_without_permission(sbx: Sandbox, work):
     with pytest.raises(SandboxException):
         sbx.files.remove(str(locked / "keep.txt"))
     assert (locked / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("name", ["with space.txt", "percent%20sign.txt", "hash#q?mark&amp=.txt", "ünïcödé ✓.txt", "+plus;semi,comma.txt"])
+def test_names_that_need_url_encoding(sbx: Sandbox, work, name):
+    path = str(work / name)
+    info = sbx.files.write(path, name)
+    assert info.path == path
+    assert info.name == name
+    assert (work / name).read_text() == name
+    assert sbx.files.read(path) == name
+    assert [e.name for e in sbx.files.list(str(work))] == [name]
+    assert sbx.files.get_info(path).name == name

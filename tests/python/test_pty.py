@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from novita_sandbox.connect import Code, ConnectException
 from novita_sandbox.core import CommandExitException, PtySize, Sandbox
 
 
@@ -153,5 +154,7 @@ def test_pty_input_as_raw_bytes(sbx: Sandbox):
 
 
 def test_pty_resize_unknown_pid(sbx: Sandbox):
-    with pytest.raises(Exception):
+    # The SDK does not map errors of resize: the raw Connect error surfaces.
+    with pytest.raises(ConnectException) as info:
         sbx.pty.resize(999_999_99, PtySize(rows=10, cols=10))
+    assert info.value.status == Code.not_found
