@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use arbor_envd::{config::Config, pid1, server, state::Envd};
+use axum::serve::ListenerExt;
 use clap::Parser;
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARBOR_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("ARBOR_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -26,17 +28,30 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let envd = Arc::new(Envd::new(&config));
-    envd.processes.start_reaper().context("installing the SIGCHLD handler")?;
+    envd.processes
+        .start_reaper()
+        .context("installing the SIGCHLD handler")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let local = listener.local_addr().unwrap_or(config.listen);
+    // Streams are many small frames: without NODELAY, Nagle and delayed ACKs
+    // add ~40 ms to every short command.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("TCP_NODELAY: {e}");
+        }
+    });
     tracing::info!(
-        listen = %listener.local_addr().unwrap_or(config.listen),
+        listen = %local,
         pid1 = pid1::is_pid1(),
         version = arbor_proto::ENVD_VERSION,
         "arbor-envd serving"
     );
     let shutdown = pid1::shutdown_signal(envd.clone());
-    axum::serve(listener, server::router(envd)).with_graceful_shutdown(shutdown).await.context("serving")?;
+    axum::serve(listener, server::router(envd))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving")?;
     Ok(())
 }

@@ -74,7 +74,10 @@ impl Codec {
                 ConnectError::new(Code::InvalidArgument, format!("invalid JSON request: {e}"))
             }),
             Codec::Proto => T::decode(bytes).map_err(|e| {
-                ConnectError::new(Code::InvalidArgument, format!("invalid protobuf request: {e}"))
+                ConnectError::new(
+                    Code::InvalidArgument,
+                    format!("invalid protobuf request: {e}"),
+                )
             }),
         }
     }
@@ -250,7 +253,10 @@ pub struct ConnectError {
 impl ConnectError {
     /// Creates an error.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The JSON object of a unary error body or an end-stream error.
@@ -265,8 +271,14 @@ mod tests {
 
     #[test]
     fn content_types_round_trip() {
-        for ct in ["application/json", "application/proto", "application/connect+json", "application/connect+proto"] {
-            let (kind, codec) = Codec::from_content_type(ct).unwrap_or((CallKind::Unary, Codec::Json));
+        for ct in [
+            "application/json",
+            "application/proto",
+            "application/connect+json",
+            "application/connect+proto",
+        ] {
+            let (kind, codec) =
+                Codec::from_content_type(ct).unwrap_or((CallKind::Unary, Codec::Json));
             assert_eq!(codec.content_type(kind), ct);
         }
         assert_eq!(
@@ -289,9 +301,15 @@ mod tests {
         assert_eq!(dec.next_envelope(), Ok(None));
         dec.push(&all[9..]);
         let first = dec.next_envelope().ok().flatten();
-        assert_eq!(first.map(|e| e.payload), Some(Bytes::from_static(b"{\"a\":1}")));
+        assert_eq!(
+            first.map(|e| e.payload),
+            Some(Bytes::from_static(b"{\"a\":1}"))
+        );
         let last = dec.next_envelope().ok().flatten();
-        assert_eq!(last.map(|e| (e.flags, e.payload)), Some((FLAG_END_STREAM, Bytes::from_static(b"{}"))));
+        assert_eq!(
+            last.map(|e| (e.flags, e.payload)),
+            Some((FLAG_END_STREAM, Bytes::from_static(b"{}")))
+        );
         assert!(!dec.has_partial());
     }
 
@@ -299,10 +317,16 @@ mod tests {
     fn oversized_and_compressed_envelopes_are_refused() {
         let mut dec = EnvelopeDecoder::default();
         dec.push(&[0, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(dec.next_envelope().map_err(|e| e.code), Err(Code::ResourceExhausted));
+        assert_eq!(
+            dec.next_envelope().map_err(|e| e.code),
+            Err(Code::ResourceExhausted)
+        );
         let mut dec = EnvelopeDecoder::default();
         dec.push(&envelope(FLAG_COMPRESSED, b"x"));
-        assert_eq!(dec.next_envelope().map_err(|e| e.code), Err(Code::Unimplemented));
+        assert_eq!(
+            dec.next_envelope().map_err(|e| e.code),
+            Err(Code::Unimplemented)
+        );
     }
 
     #[test]
