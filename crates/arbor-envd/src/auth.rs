@@ -18,9 +18,7 @@ pub struct Auth {
 impl Auth {
     /// Starts with `token` (or none).
     pub fn new(token: Option<String>) -> Self {
-        Self {
-            token: RwLock::new(token.filter(|t| !t.is_empty())),
-        }
+        Self { token: RwLock::new(token.filter(|t| !t.is_empty())) }
     }
 
     /// The configured token.
@@ -45,10 +43,7 @@ impl Auth {
         let Some(expected) = self.token() else {
             return Ok(());
         };
-        match headers
-            .get(ACCESS_TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-        {
+        match headers.get(ACCESS_TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
             Some(got) if constant_time_eq(got.as_bytes(), expected.as_bytes()) => Ok(()),
             Some(_) => Err(Error::Unauthenticated("invalid access token".into())),
             None => Err(Error::Unauthenticated(
@@ -69,21 +64,12 @@ pub fn basic_user(headers: &HeaderMap) -> Result<Option<String>> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let bad = || {
-        Error::Unauthenticated(
-            "malformed Authorization header; expected Basic base64(<user>:)".into(),
-        )
-    };
+    let bad = || Error::Unauthenticated("malformed Authorization header; expected Basic base64(<user>:)".into());
     let value = value.to_str().map_err(|_| bad())?;
-    let Some(encoded) = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    else {
+    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
         return Err(bad());
     };
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| bad())?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
     let text = String::from_utf8(decoded).map_err(|_| bad())?;
     let user = text.split(':').next().unwrap_or_default();
     Ok((!user.is_empty()).then(|| user.to_string()))
@@ -109,10 +95,7 @@ mod tests {
     fn basic_user_header() {
         let mut h = HeaderMap::new();
         assert_eq!(basic_user(&h).unwrap(), None);
-        h.insert(
-            http::header::AUTHORIZATION,
-            "Basic cm9vdDo=".parse().unwrap(),
-        );
+        h.insert(http::header::AUTHORIZATION, "Basic cm9vdDo=".parse().unwrap());
         assert_eq!(basic_user(&h).unwrap().as_deref(), Some("root"));
         h.insert(http::header::AUTHORIZATION, "Bearer x".parse().unwrap());
         assert!(basic_user(&h).is_err());

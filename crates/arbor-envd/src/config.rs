@@ -8,11 +8,7 @@ pub const ENVD_PORT: u16 = 49983;
 
 /// `arbor-envd` command-line options.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "arbor-envd",
-    version,
-    about = "Arbor's in-sandbox daemon (envd protocol)"
-)]
+#[command(name = "arbor-envd", version, about = "Arbor's in-sandbox daemon (envd protocol)")]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "ARBOR_ENVD_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], ENVD_PORT)))]

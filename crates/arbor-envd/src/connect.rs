@@ -44,10 +44,7 @@ impl Call {
     /// The error is the finished 415 response, so handlers can return it.
     #[allow(clippy::result_large_err)]
     pub fn new(headers: &HeaderMap, body: Body) -> Result<Self, Response> {
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let Some((kind, codec)) = Codec::from_content_type(ct) else {
             let err = ConnectError::new(
                 Code::InvalidArgument,
@@ -56,20 +53,13 @@ impl Call {
             return Err(error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, &err));
         };
         let number = |name: &str| -> Option<u64> {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok())
+            headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
         };
         Ok(Self {
             codec,
             kind,
-            timeout: number("connect-timeout-ms")
-                .filter(|ms| *ms > 0)
-                .map(Duration::from_millis),
-            keepalive: number("keepalive-ping-interval")
-                .filter(|s| *s > 0)
-                .map(Duration::from_secs),
+            timeout: number("connect-timeout-ms").filter(|ms| *ms > 0).map(Duration::from_millis),
+            keepalive: number("keepalive-ping-interval").filter(|s| *s > 0).map(Duration::from_secs),
             body,
         })
     }
@@ -81,22 +71,15 @@ impl Call {
     {
         let body = axum::body::to_bytes(self.body, MAX_UNARY_BODY)
             .await
-            .map_err(|e| {
-                ConnectError::new(Code::InvalidArgument, format!("reading request body: {e}"))
-            })?;
+            .map_err(|e| ConnectError::new(Code::InvalidArgument, format!("reading request body: {e}")))?;
         match self.kind {
             CallKind::Unary => self.codec.decode(&body),
             CallKind::Streaming => {
                 let mut dec = EnvelopeDecoder::default();
                 dec.push(&body);
                 match dec.next_envelope()? {
-                    Some(env) if env.flags & connect::FLAG_END_STREAM == 0 => {
-                        self.codec.decode(&env.payload)
-                    }
-                    _ => Err(ConnectError::new(
-                        Code::InvalidArgument,
-                        "request stream holds no message",
-                    )),
+                    Some(env) if env.flags & connect::FLAG_END_STREAM == 0 => self.codec.decode(&env.payload),
+                    _ => Err(ConnectError::new(Code::InvalidArgument, "request stream holds no message")),
                 }
             }
         }
@@ -139,20 +122,12 @@ impl Call {
 
 /// A unary error: the Connect code's HTTP status and a JSON body.
 pub fn error_response(status: StatusCode, err: &ConnectError) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        err.to_json().to_string(),
-    )
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], err.to_json().to_string())
         .into_response()
 }
 
 fn unary_error(err: &ConnectError) -> Response {
-    let status =
-        StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     error_response(status, err)
 }
 
@@ -165,10 +140,7 @@ where
     Fut: Future<Output = Result<Resp, Error>>,
 {
     if call.kind != CallKind::Unary {
-        return stream_error(
-            call.codec,
-            ConnectError::new(Code::Unimplemented, "this method is unary"),
-        );
+        return stream_error(call.codec, ConnectError::new(Code::Unimplemented, "this method is unary"));
     }
     let codec = call.codec;
     let req = match call.message::<Req>().await {
@@ -178,10 +150,7 @@ where
     match handler(req).await {
         Ok(resp) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(codec.content_type(CallKind::Unary)),
-            )],
+            [(header::CONTENT_TYPE, HeaderValue::from_static(codec.content_type(CallKind::Unary)))],
             codec.encode(&resp),
         )
             .into_response(),
@@ -191,11 +160,7 @@ where
 
 /// Serves a server-streaming call: `handler` turns the request into a stream
 /// of messages; `keepalive` makes the message sent after a quiet interval.
-pub async fn server_stream<Req, Resp, S, F, Fut>(
-    call: Call,
-    keepalive: fn() -> Resp,
-    handler: F,
-) -> Response
+pub async fn server_stream<Req, Resp, S, F, Fut>(call: Call, keepalive: fn() -> Resp, handler: F) -> Response
 where
     Req: prost::Message + DeserializeOwned + Default,
     Resp: prost::Message + Serialize + Send + 'static,
@@ -228,14 +193,7 @@ pub fn stream_error(codec: Codec, err: ConnectError) -> Response {
 }
 
 fn stream_body(codec: Codec, body: Body) -> Response {
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(codec.content_type(CallKind::Streaming)),
-        )],
-        body,
-    )
+    (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static(codec.content_type(CallKind::Streaming)))], body)
         .into_response()
 }
 

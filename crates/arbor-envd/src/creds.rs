@@ -42,12 +42,7 @@ impl Switched {
         if euid != 0 || uid == euid {
             // Not root: the kernel already checks as envd's own user, and
             // there is nothing to switch to.
-            return Ok(Self {
-                uid,
-                gid,
-                groups: Vec::new(),
-                active: false,
-            });
+            return Ok(Self { uid, gid, groups: Vec::new(), active: false });
         }
         let saved = current_groups()?;
         set_groups(groups)?;
@@ -57,12 +52,7 @@ impl Switched {
             libc::setfsgid(gid);
             libc::setfsuid(uid);
         }
-        Ok(Self {
-            uid: 0,
-            gid: 0,
-            groups: saved,
-            active: true,
-        })
+        Ok(Self { uid: 0, gid: 0, groups: saved, active: true })
     }
 }
 

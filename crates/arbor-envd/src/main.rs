@@ -9,10 +9,7 @@ use std::sync::Arc;
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ARBOR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ARBOR_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     // Two workers: envd shares the sandbox's CPUs with the user's work, and
@@ -28,12 +25,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let envd = Arc::new(Envd::new(&config));
-    envd.processes
-        .start_reaper()
-        .context("installing the SIGCHLD handler")?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    envd.processes.start_reaper().context("installing the SIGCHLD handler")?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr().unwrap_or(config.listen);
     // Streams are many small frames: without NODELAY, Nagle and delayed ACKs
     // add ~40 ms to every short command.
@@ -49,9 +43,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "arbor-envd serving"
     );
     let shutdown = pid1::shutdown_signal(envd.clone());
-    axum::serve(listener, server::router(envd))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving")?;
+    axum::serve(listener, server::router(envd)).with_graceful_shutdown(shutdown).await.context("serving")?;
     Ok(())
 }

@@ -19,10 +19,7 @@ pub fn is_pid1() -> bool {
 /// Resolves when envd should stop: on SIGTERM or SIGINT, after forwarding
 /// SIGTERM to its processes and giving them [`GRACE`] to exit.
 pub async fn shutdown_signal(envd: Arc<Envd>) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install SIGTERM/SIGINT handlers; envd will not forward them");
         return std::future::pending().await;
     };

@@ -16,10 +16,7 @@ pub fn router(envd: Arc<Envd>) -> Router {
         .route("/init", post(http::init::init))
         .route("/envs", get(http::envs))
         .route("/process.Process/{method}", post(process::rpc::serve))
-        .route(
-            "/filesystem.Filesystem/{method}",
-            post(filesystem::rpc::serve),
-        )
+        .route("/filesystem.Filesystem/{method}", post(filesystem::rpc::serve))
         .route_layer(middleware::from_fn_with_state(envd.clone(), require_token));
     Router::new()
         .route("/health", get(http::health))

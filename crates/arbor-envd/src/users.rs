@@ -39,8 +39,7 @@ impl UserDb {
 
     fn read(&self, file: &str) -> Result<String> {
         let path = self.etc.join(file);
-        std::fs::read_to_string(&path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))
+        std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
     }
 
     /// Looks a user up by name.
@@ -48,9 +47,7 @@ impl UserDb {
         let passwd = self.read("passwd")?;
         let entry = parse_passwd(&passwd)
             .find(|u| u.name == name)
-            .ok_or_else(|| {
-                Error::Unauthenticated(format!("user '{name}' does not exist in this sandbox"))
-            })?;
+            .ok_or_else(|| Error::Unauthenticated(format!("user '{name}' does not exist in this sandbox")))?;
         let groups_file = self.read("group").unwrap_or_default();
         let mut groups = vec![entry.gid];
         for g in parse_group(&groups_file) {
@@ -73,11 +70,7 @@ impl UserDb {
     pub fn group_name(&self, gid: u32) -> String {
         self.read("group")
             .ok()
-            .and_then(|g| {
-                parse_group(&g)
-                    .find(|e| e.gid == gid)
-                    .map(|e| e.name.to_string())
-            })
+            .and_then(|g| parse_group(&g).find(|e| e.gid == gid).map(|e| e.name.to_string()))
             .unwrap_or_else(|| gid.to_string())
     }
 
@@ -87,9 +80,7 @@ impl UserDb {
         let group = self.read("group").unwrap_or_default();
         NameCache {
             users: parse_passwd(&passwd).map(|u| (u.uid, u.name)).collect(),
-            groups: parse_group(&group)
-                .map(|g| (g.gid, g.name.to_string()))
-                .collect(),
+            groups: parse_group(&group).map(|g| (g.gid, g.name.to_string())).collect(),
         }
     }
 }
@@ -104,17 +95,11 @@ pub struct NameCache {
 impl NameCache {
     /// Name of a UID, or the number as text.
     pub fn user(&self, uid: u32) -> String {
-        self.users
-            .get(&uid)
-            .cloned()
-            .unwrap_or_else(|| uid.to_string())
+        self.users.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
     }
     /// Name of a GID, or the number as text.
     pub fn group(&self, gid: u32) -> String {
-        self.groups
-            .get(&gid)
-            .cloned()
-            .unwrap_or_else(|| gid.to_string())
+        self.groups.get(&gid).cloned().unwrap_or_else(|| gid.to_string())
     }
 }
 
@@ -158,10 +143,7 @@ fn parse_group(text: &str) -> impl Iterator<Item = GroupEntry<'_>> + '_ {
         Some(GroupEntry {
             name: f[0],
             gid: f[2].parse().ok()?,
-            members: f
-                .get(3)
-                .map(|m| m.split(',').filter(|s| !s.is_empty()).collect())
-                .unwrap_or_default(),
+            members: f.get(3).map(|m| m.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
         })
     })
 }
@@ -208,11 +190,7 @@ mod tests {
             "root:x:0:0:root:/root:/bin/bash\n# comment\nuser:x:1000:1000::/home/user:/bin/bash\nbroken:line\n",
         )
         .unwrap();
-        std::fs::write(
-            dir.path().join("group"),
-            "root:x:0:\nuser:x:1000:\nsudo:x:27:user,other\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("group"), "root:x:0:\nuser:x:1000:\nsudo:x:27:user,other\n").unwrap();
         let db = UserDb::new(dir.path());
         (dir, db)
     }
@@ -221,18 +199,12 @@ mod tests {
     fn looks_up_users_and_groups() {
         let (_d, db) = db();
         let u = db.user("user").unwrap();
-        assert_eq!(
-            (u.uid, u.gid, u.home.as_path()),
-            (1000, 1000, Path::new("/home/user"))
-        );
+        assert_eq!((u.uid, u.gid, u.home.as_path()), (1000, 1000, Path::new("/home/user")));
         assert_eq!(u.groups, vec![1000, 27]);
         assert_eq!(db.user_name(0), "root");
         assert_eq!(db.group_name(27), "sudo");
         assert_eq!(db.group_name(4242), "4242");
-        assert!(matches!(
-            db.user("nobody-here"),
-            Err(Error::Unauthenticated(_))
-        ));
+        assert!(matches!(db.user("nobody-here"), Err(Error::Unauthenticated(_))));
     }
 
     #[test]

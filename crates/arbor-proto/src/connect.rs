@@ -38,12 +38,7 @@ pub enum CallKind {
 impl Codec {
     /// Parses a request `Content-Type` into the call kind and codec.
     pub fn from_content_type(content_type: &str) -> Option<(CallKind, Codec)> {
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
+        let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
         match essence.as_str() {
             "application/json" => Some((CallKind::Unary, Codec::Json)),
             "application/proto" => Some((CallKind::Unary, Codec::Proto)),
@@ -70,15 +65,10 @@ impl Codec {
     {
         match self {
             Codec::Json if bytes.iter().all(u8::is_ascii_whitespace) => Ok(T::default()),
-            Codec::Json => serde_json::from_slice(bytes).map_err(|e| {
-                ConnectError::new(Code::InvalidArgument, format!("invalid JSON request: {e}"))
-            }),
-            Codec::Proto => T::decode(bytes).map_err(|e| {
-                ConnectError::new(
-                    Code::InvalidArgument,
-                    format!("invalid protobuf request: {e}"),
-                )
-            }),
+            Codec::Json => serde_json::from_slice(bytes)
+                .map_err(|e| ConnectError::new(Code::InvalidArgument, format!("invalid JSON request: {e}"))),
+            Codec::Proto => T::decode(bytes)
+                .map_err(|e| ConnectError::new(Code::InvalidArgument, format!("invalid protobuf request: {e}"))),
         }
     }
 
@@ -110,8 +100,7 @@ pub fn envelope(flags: u8, payload: &[u8]) -> Bytes {
 pub fn end_stream(error: Option<&ConnectError>) -> Bytes {
     let body = match error {
         None => b"{}".to_vec(),
-        Some(e) => serde_json::to_vec(&serde_json::json!({ "error": e.to_json() }))
-            .unwrap_or_else(|_| b"{}".to_vec()),
+        Some(e) => serde_json::to_vec(&serde_json::json!({ "error": e.to_json() })).unwrap_or_else(|_| b"{}".to_vec()),
     };
     envelope(FLAG_END_STREAM, &body)
 }
@@ -253,10 +242,7 @@ pub struct ConnectError {
 impl ConnectError {
     /// Creates an error.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     /// The JSON object of a unary error body or an end-stream error.
@@ -271,20 +257,11 @@ mod tests {
 
     #[test]
     fn content_types_round_trip() {
-        for ct in [
-            "application/json",
-            "application/proto",
-            "application/connect+json",
-            "application/connect+proto",
-        ] {
-            let (kind, codec) =
-                Codec::from_content_type(ct).unwrap_or((CallKind::Unary, Codec::Json));
+        for ct in ["application/json", "application/proto", "application/connect+json", "application/connect+proto"] {
+            let (kind, codec) = Codec::from_content_type(ct).unwrap_or((CallKind::Unary, Codec::Json));
             assert_eq!(codec.content_type(kind), ct);
         }
-        assert_eq!(
-            Codec::from_content_type("application/json; charset=utf-8"),
-            Some((CallKind::Unary, Codec::Json))
-        );
+        assert_eq!(Codec::from_content_type("application/json; charset=utf-8"), Some((CallKind::Unary, Codec::Json)));
         assert_eq!(Codec::from_content_type("text/plain"), None);
     }
 
@@ -301,15 +278,9 @@ mod tests {
         assert_eq!(dec.next_envelope(), Ok(None));
         dec.push(&all[9..]);
         let first = dec.next_envelope().ok().flatten();
-        assert_eq!(
-            first.map(|e| e.payload),
-            Some(Bytes::from_static(b"{\"a\":1}"))
-        );
+        assert_eq!(first.map(|e| e.payload), Some(Bytes::from_static(b"{\"a\":1}")));
         let last = dec.next_envelope().ok().flatten();
-        assert_eq!(
-            last.map(|e| (e.flags, e.payload)),
-            Some((FLAG_END_STREAM, Bytes::from_static(b"{}")))
-        );
+        assert_eq!(last.map(|e| (e.flags, e.payload)), Some((FLAG_END_STREAM, Bytes::from_static(b"{}"))));
         assert!(!dec.has_partial());
     }
 
@@ -317,16 +288,10 @@ mod tests {
     fn oversized_and_compressed_envelopes_are_refused() {
         let mut dec = EnvelopeDecoder::default();
         dec.push(&[0, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(
-            dec.next_envelope().map_err(|e| e.code),
-            Err(Code::ResourceExhausted)
-        );
+        assert_eq!(dec.next_envelope().map_err(|e| e.code), Err(Code::ResourceExhausted));
         let mut dec = EnvelopeDecoder::default();
         dec.push(&envelope(FLAG_COMPRESSED, b"x"));
-        assert_eq!(
-            dec.next_envelope().map_err(|e| e.code),
-            Err(Code::Unimplemented)
-        );
+        assert_eq!(dec.next_envelope().map_err(|e| e.code), Err(Code::Unimplemented));
     }
 
     #[test]

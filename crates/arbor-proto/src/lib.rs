@@ -12,24 +12,14 @@
 pub mod connect;
 
 /// Messages of the `process.Process` service.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    missing_debug_implementations
-)]
+#[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
 pub mod process {
     include!(concat!(env!("OUT_DIR"), "/process.rs"));
     include!(concat!(env!("OUT_DIR"), "/process.serde.rs"));
 }
 
 /// Messages of the `filesystem.Filesystem` service.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::pedantic,
-    missing_debug_implementations
-)]
+#[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
 pub mod filesystem {
     include!(concat!(env!("OUT_DIR"), "/filesystem.rs"));
     include!(concat!(env!("OUT_DIR"), "/filesystem.serde.rs"));

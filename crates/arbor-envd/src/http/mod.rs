@@ -18,9 +18,7 @@ pub async fn health() -> http::StatusCode {
 }
 
 /// `GET /envs`: the environment variables every process gets.
-pub async fn envs(
-    State(envd): State<Arc<Envd>>,
-) -> Json<std::collections::HashMap<String, String>> {
+pub async fn envs(State(envd): State<Arc<Envd>>) -> Json<std::collections::HashMap<String, String>> {
     Json(envd.defaults().envs)
 }
 
@@ -28,9 +26,5 @@ pub async fn envs(
 /// `{"code": <http status>, "message": "..."}`.
 pub fn error_response(err: &Error) -> Response {
     let status = err.http_status();
-    (
-        status,
-        Json(serde_json::json!({ "code": status.as_u16(), "message": err.to_string() })),
-    )
-        .into_response()
+    (status, Json(serde_json::json!({ "code": status.as_u16(), "message": err.to_string() }))).into_response()
 }

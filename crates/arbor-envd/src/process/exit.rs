@@ -18,10 +18,7 @@ impl Exit {
     pub fn from_wait(status: WaitStatus) -> Option<Self> {
         match status {
             WaitStatus::Exited(_, code) => Some(Exit::Code(code)),
-            WaitStatus::Signaled(_, sig, core) => Some(Exit::Signal {
-                signo: sig as i32,
-                core,
-            }),
+            WaitStatus::Signaled(_, sig, core) => Some(Exit::Signal { signo: sig as i32, core }),
             _ => None,
         }
     }
@@ -31,11 +28,7 @@ impl Exit {
         match *self {
             Exit::Code(c) => format!("exit status {c}"),
             Exit::Signal { signo, core } => {
-                format!(
-                    "signal: {}{}",
-                    signal_name(signo),
-                    if core { " (core dumped)" } else { "" }
-                )
+                format!("signal: {}{}", signal_name(signo), if core { " (core dumped)" } else { "" })
             }
         }
     }
@@ -47,12 +40,7 @@ impl Exit {
             Exit::Signal { .. } => (-1, false),
         };
         let status = self.status();
-        EndEvent {
-            exit_code,
-            exited,
-            error: (exit_code != 0).then(|| status.clone()),
-            status,
-        }
+        EndEvent { exit_code, exited, error: (exit_code != 0).then(|| status.clone()), status }
     }
 }
 
@@ -89,36 +77,15 @@ mod tests {
     #[test]
     fn describes_like_go() {
         let ok = Exit::Code(0).end_event();
-        assert_eq!(
-            (ok.exit_code, ok.exited, ok.status.as_str(), ok.error),
-            (0, true, "exit status 0", None)
-        );
+        assert_eq!((ok.exit_code, ok.exited, ok.status.as_str(), ok.error), (0, true, "exit status 0", None));
         let bad = Exit::Code(3).end_event();
         assert_eq!(bad.error.as_deref(), Some("exit status 3"));
-        let killed = Exit::Signal {
-            signo: libc::SIGKILL,
-            core: false,
-        }
-        .end_event();
+        let killed = Exit::Signal { signo: libc::SIGKILL, core: false }.end_event();
+        assert_eq!((killed.exit_code, killed.exited, killed.status.as_str()), (-1, false, "signal: killed"));
         assert_eq!(
-            (killed.exit_code, killed.exited, killed.status.as_str()),
-            (-1, false, "signal: killed")
-        );
-        assert_eq!(
-            Exit::Signal {
-                signo: libc::SIGSEGV,
-                core: true
-            }
-            .status(),
+            Exit::Signal { signo: libc::SIGSEGV, core: true }.status(),
             "signal: segmentation fault (core dumped)"
         );
-        assert_eq!(
-            Exit::Signal {
-                signo: 40,
-                core: false
-            }
-            .status(),
-            "signal: signal 40"
-        );
+        assert_eq!(Exit::Signal { signo: 40, core: false }.status(), "signal: signal 40");
     }
 }

@@ -57,29 +57,16 @@ impl Handle {
             (None, Some(s)) => Some(Input::Pipe(s)),
             (None, None) => None,
         };
-        Self {
-            pid,
-            tag,
-            config,
-            pty,
-            input: tokio::sync::Mutex::new(input),
-            listeners: Mutex::default(),
-        }
+        Self { pid, tag, config, pty, input: tokio::sync::Mutex::new(input), listeners: Mutex::default() }
     }
 
     fn listeners(&self) -> std::sync::MutexGuard<'_, Listeners> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The process as `List` reports it.
     pub fn info(&self) -> ProcessInfo {
-        ProcessInfo {
-            config: Some(self.config.clone()),
-            pid: self.pid,
-            tag: self.tag.clone(),
-        }
+        ProcessInfo { config: Some(self.config.clone()), pid: self.pid, tag: self.tag.clone() }
     }
 
     /// Adds a listener for the events from now on; `None` once it ended.
@@ -96,11 +83,7 @@ impl Handle {
     /// Sends output to every listener, waiting for slow ones; listeners
     /// that went away are dropped.
     pub async fn publish(&self, output: Output) {
-        let event = ProcessEvent {
-            event: Some(Event::Data(DataEvent {
-                output: Some(output),
-            })),
-        };
+        let event = ProcessEvent { event: Some(Event::Data(DataEvent { output: Some(output) })) };
         let senders = self.listeners().senders.clone();
         let mut gone = Vec::new();
         for tx in senders {
@@ -109,9 +92,7 @@ impl Handle {
             }
         }
         if !gone.is_empty() {
-            self.listeners()
-                .senders
-                .retain(|s| !gone.iter().any(|g| g.same_channel(s)));
+            self.listeners().senders.retain(|s| !gone.iter().any(|g| g.same_channel(s)));
         }
     }
 
@@ -122,9 +103,7 @@ impl Handle {
             l.ended = true;
             std::mem::take(&mut l.senders)
         };
-        let event = ProcessEvent {
-            event: Some(Event::End(end)),
-        };
+        let event = ProcessEvent { event: Some(Event::End(end)) };
         for tx in senders {
             let _ = tx.send(event.clone()).await;
         }
@@ -168,10 +147,7 @@ impl Handle {
                 "process {} has a pty; send EOT (ctrl-d) as pty input instead",
                 self.pid
             ))),
-            None => Err(Error::FailedPrecondition(format!(
-                "stdin of process {} is not open",
-                self.pid
-            ))),
+            None => Err(Error::FailedPrecondition(format!("stdin of process {} is not open", self.pid))),
         }
     }
 }

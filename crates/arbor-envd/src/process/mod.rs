@@ -15,8 +15,8 @@ use crate::{
     users::User,
 };
 use arbor_proto::process::{
-    process_event::data_event::Output, process_selector::Selector, ProcessEvent, ProcessInfo,
-    ProcessSelector, StartRequest,
+    process_event::data_event::Output, process_selector::Selector, ProcessEvent, ProcessInfo, ProcessSelector,
+    StartRequest,
 };
 use exit::Exit;
 use handle::bytes_of;
@@ -60,9 +60,7 @@ struct Inner {
 
 impl Inner {
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Handle>>> {
-        self.table
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -81,9 +79,7 @@ impl Processes {
         defaults: &Defaults,
         lifetime: Option<Duration>,
     ) -> Result<(Arc<Handle>, mpsc::Receiver<ProcessEvent>)> {
-        let config = req
-            .process
-            .ok_or_else(|| Error::InvalidArgument("StartRequest.process is required".into()))?;
+        let config = req.process.ok_or_else(|| Error::InvalidArgument("StartRequest.process is required".into()))?;
         let stdio = match req.pty {
             Some(pty) => {
                 let size = pty.size.unwrap_or_default();
@@ -96,9 +92,7 @@ impl Processes {
                 };
                 Stdio3::Pty(dim(size.cols, DEFAULT_PTY.0), dim(size.rows, DEFAULT_PTY.1))
             }
-            None => Stdio3::Pipes {
-                stdin: req.stdin.unwrap_or(true),
-            },
+            None => Stdio3::Pipes { stdin: req.stdin.unwrap_or(true) },
         };
 
         let mut guard = self.inner.reaper.lock();
@@ -109,14 +103,8 @@ impl Processes {
 
         let setup = || -> std::io::Result<_> {
             let stdin = spawned.stdin.map(pipe::Sender::from_owned_fd).transpose()?;
-            let stdout = spawned
-                .stdout
-                .map(pipe::Receiver::from_owned_fd)
-                .transpose()?;
-            let stderr = spawned
-                .stderr
-                .map(pipe::Receiver::from_owned_fd)
-                .transpose()?;
+            let stdout = spawned.stdout.map(pipe::Receiver::from_owned_fd).transpose()?;
+            let stderr = spawned.stderr.map(pipe::Receiver::from_owned_fd).transpose()?;
             Ok((stdin, stdout, stderr))
         };
         let (stdin, stdout, stderr) = match setup() {
@@ -127,59 +115,29 @@ impl Processes {
             }
         };
         let pty = spawned.pty.map(Arc::new);
-        let handle = Arc::new(Handle::new(
-            pid,
-            req.tag.filter(|t| !t.is_empty()),
-            config,
-            stdin,
-            pty.clone(),
-        ));
-        let listener = handle
-            .subscribe()
-            .ok_or_else(|| Error::Internal("a new process cannot have ended".into()))?;
+        let handle = Arc::new(Handle::new(pid, req.tag.filter(|t| !t.is_empty()), config, stdin, pty.clone()));
+        let listener = handle.subscribe().ok_or_else(|| Error::Internal("a new process cannot have ended".into()))?;
         self.inner.table().insert(pid, handle.clone());
 
         let flowed = Arc::new(AtomicU64::new(0));
         let mut readers = Vec::new();
         if let Some(out) = stdout {
-            readers.push(pump_pipe(
-                handle.clone(),
-                out,
-                Output::Stdout,
-                flowed.clone(),
-            ));
+            readers.push(pump_pipe(handle.clone(), out, Output::Stdout, flowed.clone()));
         }
         if let Some(err) = stderr {
-            readers.push(pump_pipe(
-                handle.clone(),
-                err,
-                Output::Stderr,
-                flowed.clone(),
-            ));
+            readers.push(pump_pipe(handle.clone(), err, Output::Stderr, flowed.clone()));
         }
         if let Some(pty) = pty {
             readers.push(pump_pty(handle.clone(), pty, flowed.clone()));
         }
-        tokio::spawn(supervise(
-            self.inner.clone(),
-            handle.clone(),
-            exit,
-            readers,
-            flowed,
-        ));
+        tokio::spawn(supervise(self.inner.clone(), handle.clone(), exit, readers, flowed));
         if let Some(lifetime) = lifetime {
             let inner = self.inner.clone();
             let weak = Arc::downgrade(&handle);
             tokio::spawn(async move {
                 tokio::time::sleep(lifetime).await;
-                if let Some(h) = weak
-                    .upgrade()
-                    .filter(|h| inner.table().contains_key(&h.pid))
-                {
-                    tracing::info!(
-                        pid = h.pid,
-                        "process lifetime (Connect-Timeout-Ms) elapsed; killing it"
-                    );
+                if let Some(h) = weak.upgrade().filter(|h| inner.table().contains_key(&h.pid)) {
+                    tracing::info!(pid = h.pid, "process lifetime (Connect-Timeout-Ms) elapsed; killing it");
                     signal_group(h.pid, Signal::SIGKILL);
                 }
             });
@@ -191,18 +149,15 @@ impl Processes {
     pub fn find(&self, selector: Option<&ProcessSelector>) -> Result<Arc<Handle>> {
         let table = self.inner.table();
         match selector.and_then(|s| s.selector.as_ref()) {
-            Some(Selector::Pid(pid)) => table
-                .get(pid)
-                .cloned()
-                .ok_or_else(|| Error::NotFound(format!("process with pid {pid} not found"))),
+            Some(Selector::Pid(pid)) => {
+                table.get(pid).cloned().ok_or_else(|| Error::NotFound(format!("process with pid {pid} not found")))
+            }
             Some(Selector::Tag(tag)) => table
                 .values()
                 .find(|h| h.tag.as_deref() == Some(tag.as_str()))
                 .cloned()
                 .ok_or_else(|| Error::NotFound(format!("process with tag '{tag}' not found"))),
-            None => Err(Error::InvalidArgument(
-                "a process selector (pid or tag) is required".into(),
-            )),
+            None => Err(Error::InvalidArgument("a process selector (pid or tag) is required".into())),
         }
     }
 
@@ -272,11 +227,7 @@ fn pump_pipe(
     })
 }
 
-fn pump_pty(
-    handle: Arc<Handle>,
-    pty: Arc<pty::PtyMaster>,
-    flowed: Arc<AtomicU64>,
-) -> JoinHandle<()> {
+fn pump_pty(handle: Arc<Handle>, pty: Arc<pty::PtyMaster>, flowed: Arc<AtomicU64>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -304,11 +255,7 @@ async fn supervise(
     let mut readers = std::pin::pin!(futures::future::join_all(readers));
     loop {
         let before = flowed.load(Ordering::Relaxed);
-        if tokio::time::timeout(DRAIN_QUIET, &mut readers)
-            .await
-            .is_ok()
-            || flowed.load(Ordering::Relaxed) == before
-        {
+        if tokio::time::timeout(DRAIN_QUIET, &mut readers).await.is_ok() || flowed.load(Ordering::Relaxed) == before {
             break;
         }
     }

@@ -14,12 +14,7 @@ pub struct PtyMaster {
 }
 
 fn winsize(cols: u16, rows: u16) -> Winsize {
-    Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    }
+    Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 }
 }
 
 impl PtyMaster {
@@ -28,22 +23,14 @@ impl PtyMaster {
     pub fn open(cols: u16, rows: u16) -> io::Result<(Self, OwnedFd)> {
         let pair = openpty(Some(&winsize(cols, rows)), None).map_err(io::Error::from)?;
         let master = pair.master;
-        nix::fcntl::fcntl(
-            &master,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .map_err(io::Error::from)?;
-        nix::fcntl::fcntl(
-            &master,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .map_err(io::Error::from)?;
+        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+            .map_err(io::Error::from)?;
+        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .map_err(io::Error::from)?;
         // SAFETY: `master` is an open OwnedFd that the AsyncFd takes
         // ownership of, so it stays open and unchanged for its lifetime.
-        let fd = unsafe {
-            AsyncFd::register_with_interest(master, Interest::READABLE | Interest::WRITABLE)
-        }
-        .map_err(io::Error::from)?;
+        let fd = unsafe { AsyncFd::register_with_interest(master, Interest::READABLE | Interest::WRITABLE) }
+            .map_err(io::Error::from)?;
         Ok((Self { fd }, pair.slave))
     }
 

@@ -29,9 +29,7 @@ pub type SpawnGuard<'a> = MutexGuard<'a, HashMap<i32, oneshot::Sender<Exit>>>;
 impl Reaper {
     /// Locks the table; spawn and [`register`] under this guard.
     pub fn lock(&self) -> SpawnGuard<'_> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Starts the SIGCHLD loop on the current tokio runtime.

@@ -12,10 +12,10 @@ use arbor_proto::{
     process::{
         process_event::{Event, KeepAlive, StartEvent},
         process_input::Input,
-        stream_input_request, CloseStdinRequest, CloseStdinResponse, ConnectRequest,
-        ConnectResponse, ListRequest, ListResponse, ProcessEvent, ProcessInput, SendInputRequest,
-        SendInputResponse, SendSignalRequest, SendSignalResponse, Signal, StartRequest,
-        StartResponse, StreamInputRequest, StreamInputResponse, UpdateRequest, UpdateResponse,
+        stream_input_request, CloseStdinRequest, CloseStdinResponse, ConnectRequest, ConnectResponse, ListRequest,
+        ListResponse, ProcessEvent, ProcessInput, SendInputRequest, SendInputResponse, SendSignalRequest,
+        SendSignalResponse, Signal, StartRequest, StartResponse, StreamInputRequest, StreamInputResponse,
+        UpdateRequest, UpdateResponse,
     },
 };
 use axum::{
@@ -48,10 +48,8 @@ pub async fn serve(
                 |req: StartRequest, ctx| async move {
                     let name = auth::basic_user(&headers)?;
                     let user = e.user(name.as_deref())?;
-                    let (handle, events) =
-                        e.processes.start(req, &user, &e.defaults(), ctx.timeout)?;
-                    Ok(events_stream(&handle, events)
-                        .map(|ev| ev.map(|event| StartResponse { event: Some(event) })))
+                    let (handle, events) = e.processes.start(req, &user, &e.defaults(), ctx.timeout)?;
+                    Ok(events_stream(&handle, events).map(|ev| ev.map(|event| StartResponse { event: Some(event) })))
                 },
             )
             .await
@@ -62,25 +60,17 @@ pub async fn serve(
                 || connect_response(Event::Keepalive(KeepAlive {})),
                 |req: ConnectRequest, _| async move {
                     let handle = e.processes.find(req.process.as_ref())?;
-                    let events = handle.subscribe().ok_or_else(|| {
-                        Error::NotFound(format!(
-                            "process with pid {} has already ended",
-                            handle.pid
-                        ))
-                    })?;
-                    Ok(events_stream(&handle, events)
-                        .map(|ev| ev.map(|event| ConnectResponse { event: Some(event) })))
+                    let events = handle
+                        .subscribe()
+                        .ok_or_else(|| Error::NotFound(format!("process with pid {} has already ended", handle.pid)))?;
+                    Ok(events_stream(&handle, events).map(|ev| ev.map(|event| ConnectResponse { event: Some(event) })))
                 },
             )
             .await
         }
         "List" => {
-            connect::unary(call, |_: ListRequest| async move {
-                Ok(ListResponse {
-                    processes: e.processes.list(),
-                })
-            })
-            .await
+            connect::unary(call, |_: ListRequest| async move { Ok(ListResponse { processes: e.processes.list() }) })
+                .await
         }
         "SendInput" => {
             connect::unary(call, |req: SendInputRequest| async move {
@@ -96,12 +86,7 @@ pub async fn serve(
                 let sig = match Signal::try_from(req.signal) {
                     Ok(Signal::Sigkill) => nix::sys::signal::Signal::SIGKILL,
                     Ok(Signal::Sigterm) => nix::sys::signal::Signal::SIGTERM,
-                    _ => {
-                        return Err(Error::InvalidArgument(format!(
-                            "unsupported signal {}",
-                            req.signal
-                        )))
-                    }
+                    _ => return Err(Error::InvalidArgument(format!("unsupported signal {}", req.signal))),
                 };
                 e.processes.signal(&handle, sig);
                 Ok(SendSignalResponse {})
@@ -113,15 +98,13 @@ pub async fn serve(
                 let handle = e.processes.find(req.process.as_ref())?;
                 if let Some(size) = req.pty.and_then(|p| p.size) {
                     let pty = handle.pty.as_ref().ok_or_else(|| {
-                        Error::InvalidArgument(format!(
-                            "process {} has no pty to resize",
-                            handle.pid
-                        ))
+                        Error::InvalidArgument(format!("process {} has no pty to resize", handle.pid))
                     })?;
                     let dim = |v: u32, what: &str| {
-                        u16::try_from(v).ok().filter(|v| *v > 0).ok_or_else(|| {
-                            Error::InvalidArgument(format!("pty {what} must be 1..=65535, got {v}"))
-                        })
+                        u16::try_from(v)
+                            .ok()
+                            .filter(|v| *v > 0)
+                            .ok_or_else(|| Error::InvalidArgument(format!("pty {what} must be 1..=65535, got {v}")))
                     };
                     pty.resize(dim(size.cols, "cols")?, dim(size.rows, "rows")?)
                         .map_err(|err| Error::io("resizing the pty", err))?;
@@ -132,10 +115,7 @@ pub async fn serve(
         }
         "CloseStdin" => {
             connect::unary(call, |req: CloseStdinRequest| async move {
-                e.processes
-                    .find(req.process.as_ref())?
-                    .close_stdin()
-                    .await?;
+                e.processes.find(req.process.as_ref())?.close_stdin().await?;
                 Ok(CloseStdinResponse {})
             })
             .await
@@ -143,24 +123,17 @@ pub async fn serve(
         "StreamInput" => stream_input(e, call).await,
         other => connect::error_response(
             http::StatusCode::NOT_FOUND,
-            &ConnectError::new(
-                Code::Unimplemented,
-                format!("process.Process has no method '{other}'"),
-            ),
+            &ConnectError::new(Code::Unimplemented, format!("process.Process has no method '{other}'")),
         ),
     }
 }
 
 fn start_response(event: Event) -> StartResponse {
-    StartResponse {
-        event: Some(ProcessEvent { event: Some(event) }),
-    }
+    StartResponse { event: Some(ProcessEvent { event: Some(event) }) }
 }
 
 fn connect_response(event: Event) -> ConnectResponse {
-    ConnectResponse {
-        event: Some(ProcessEvent { event: Some(event) }),
-    }
+    ConnectResponse { event: Some(ProcessEvent { event: Some(event) }) }
 }
 
 /// The start event the SDKs wait for, then the process's events.
@@ -168,21 +141,15 @@ fn events_stream(
     handle: &Handle,
     events: tokio::sync::mpsc::Receiver<ProcessEvent>,
 ) -> impl Stream<Item = Result<ProcessEvent>> + Send + 'static {
-    let start = ProcessEvent {
-        event: Some(Event::Start(StartEvent { pid: handle.pid })),
-    };
-    futures::stream::once(async move { start })
-        .chain(ReceiverStream::new(events))
-        .map(Ok)
+    let start = ProcessEvent { event: Some(Event::Start(StartEvent { pid: handle.pid })) };
+    futures::stream::once(async move { start }).chain(ReceiverStream::new(events)).map(Ok)
 }
 
 async fn send_input(handle: &Handle, input: Option<ProcessInput>) -> Result<()> {
     match input.and_then(|i| i.input) {
         Some(Input::Stdin(data)) => handle.write_input(data, false).await,
         Some(Input::Pty(data)) => handle.write_input(data, true).await,
-        None => Err(Error::InvalidArgument(
-            "input (stdin or pty) is required".into(),
-        )),
+        None => Err(Error::InvalidArgument("input (stdin or pty) is required".into())),
     }
 }
 
@@ -199,10 +166,7 @@ async fn stream_input(envd: Arc<Envd>, call: Call) -> Response {
                 }
                 Some(stream_input_request::Event::Data(data)) => {
                     let handle = target.as_ref().ok_or_else(|| {
-                        ConnectError::new(
-                            Code::FailedPrecondition,
-                            "send a start event naming the process first",
-                        )
+                        ConnectError::new(Code::FailedPrecondition, "send a start event naming the process first")
                     })?;
                     send_input(handle, data.input).await?;
                 }

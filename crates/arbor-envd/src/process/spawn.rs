@@ -45,30 +45,17 @@ pub enum Stdio3 {
 
 /// Spawns `config` as `user`. Must be called with the reaper's lock held, so
 /// the exit cannot be reaped before the pid is registered.
-pub fn spawn(
-    config: &ProcessConfig,
-    stdio: Stdio3,
-    user: &User,
-    defaults: &Defaults,
-) -> Result<Spawned> {
+pub fn spawn(config: &ProcessConfig, stdio: Stdio3, user: &User, defaults: &Defaults) -> Result<Spawned> {
     if config.cmd.is_empty() {
         return Err(Error::InvalidArgument("process.cmd is empty".into()));
     }
     let cwd = match config.cwd.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => resolve_path(user, c),
-        None => defaults
-            .workdir
-            .clone()
-            .unwrap_or_else(|| user.home.clone()),
+        None => defaults.workdir.clone().unwrap_or_else(|| user.home.clone()),
     };
     match std::fs::metadata(&cwd) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(Error::InvalidArgument(format!(
-                "cwd '{}' is not a directory",
-                cwd.display()
-            )))
-        }
+        Ok(_) => return Err(Error::InvalidArgument(format!("cwd '{}' is not a directory", cwd.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::InvalidArgument(format!("cwd '{}' does not exist", cwd.display())))
         }
@@ -81,36 +68,21 @@ pub fn spawn(
         .env("HOME", &user.home)
         .env("USER", &user.name)
         .env("LOGNAME", &user.name)
-        .env(
-            "SHELL",
-            if user.shell.is_empty() {
-                "/bin/sh"
-            } else {
-                &user.shell
-            },
-        )
+        .env("SHELL", if user.shell.is_empty() { "/bin/sh" } else { &user.shell })
         .env("PWD", &cwd);
     cmd.envs(&defaults.envs).envs(&config.envs);
 
     let mut pty_master = None;
     let pty_mode = match stdio {
         Stdio3::Pty(cols, rows) => {
-            let (master, slave) =
-                PtyMaster::open(cols, rows).map_err(|e| Error::io("opening a pty", e))?;
-            let dup = |fd: &OwnedFd| {
-                fd.try_clone()
-                    .map_err(|e| Error::io("duplicating the pty", e))
-            };
-            cmd.stdin(Stdio::from(dup(&slave)?))
-                .stdout(Stdio::from(dup(&slave)?))
-                .stderr(Stdio::from(slave));
+            let (master, slave) = PtyMaster::open(cols, rows).map_err(|e| Error::io("opening a pty", e))?;
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::io("duplicating the pty", e));
+            cmd.stdin(Stdio::from(dup(&slave)?)).stdout(Stdio::from(dup(&slave)?)).stderr(Stdio::from(slave));
             pty_master = Some(master);
             true
         }
         Stdio3::Pipes { stdin } => {
-            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
             false
         }
     };
@@ -125,9 +97,7 @@ pub fn spawn(
         cmd.pre_exec(move || child_setup(pty_mode, switch_user, uid, gid, &groups));
     }
 
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("starting '{}'", config.cmd), e))?;
+    let mut child = cmd.spawn().map_err(|e| Error::io(format!("starting '{}'", config.cmd), e))?;
     Ok(Spawned {
         pid: child.id(),
         stdin: child.stdin.take().map(OwnedFd::from),
@@ -139,13 +109,7 @@ pub fn spawn(
 
 /// In the child: a new session (so signals reach the whole job), the
 /// terminal as controlling tty, then the user's credentials.
-fn child_setup(
-    pty: bool,
-    switch_user: bool,
-    uid: u32,
-    gid: u32,
-    groups: &[libc::gid_t],
-) -> std::io::Result<()> {
+fn child_setup(pty: bool, switch_user: bool, uid: u32, gid: u32, groups: &[libc::gid_t]) -> std::io::Result<()> {
     let check = |rc: libc::c_long| {
         if rc < 0 {
             Err(std::io::Error::last_os_error())
@@ -161,11 +125,7 @@ fn child_setup(
             check(libc::ioctl(0, libc::TIOCSCTTY, 0).into())?;
         }
         if switch_user {
-            check(libc::syscall(
-                libc::SYS_setgroups,
-                groups.len(),
-                groups.as_ptr(),
-            ))?;
+            check(libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()))?;
             check(libc::syscall(libc::SYS_setresgid, gid, gid, gid))?;
             check(libc::syscall(libc::SYS_setresuid, uid, uid, uid))?;
         }
