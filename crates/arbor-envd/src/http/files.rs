@@ -43,18 +43,15 @@ impl FilesRequest {
     /// Parses the query, checks the token or signature for `op` and resolves
     /// the user.
     fn authorize(envd: &Envd, uri: &Uri, headers: &HeaderMap, op: Operation) -> Result<Self> {
-        let Query(q) = Query::<FilesQuery>::try_from_uri(uri).map_err(|e| {
-            Error::InvalidArgument(format!("invalid /files query: {}", e.body_text()))
-        })?;
+        let Query(q) = Query::<FilesQuery>::try_from_uri(uri)
+            .map_err(|e| Error::InvalidArgument(format!("invalid /files query: {}", e.body_text())))?;
         let expiration = q
             .signature_expiration
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(|s| {
                 s.parse::<i64>().map_err(|_| {
-                    Error::InvalidArgument(format!(
-                        "signature_expiration must be Unix seconds, got '{s}'"
-                    ))
+                    Error::InvalidArgument(format!("signature_expiration must be Unix seconds, got '{s}'"))
                 })
             })
             .transpose()?;
@@ -64,17 +61,8 @@ impl FilesRequest {
             signature: q.signature.as_deref(),
             expiration,
         };
-        signature::authorize(
-            envd.auth.token().as_deref(),
-            headers,
-            &signed,
-            op,
-            signature::unix_now(),
-        )?;
+        signature::authorize(envd.auth.token().as_deref(), headers, &signed, op, signature::unix_now())?;
         let user = envd.user(q.username.as_deref())?;
-        Ok(Self {
-            path: q.path.filter(|p| !p.is_empty()),
-            user,
-        })
+        Ok(Self { path: q.path.filter(|p| !p.is_empty()), user })
     }
 }

@@ -34,11 +34,7 @@ pub async fn init(State(envd): State<Arc<Envd>>, body: Bytes) -> Response {
     } else {
         match serde_json::from_slice(&body) {
             Ok(r) => r,
-            Err(e) => {
-                return super::error_response(&Error::InvalidArgument(format!(
-                    "invalid /init body: {e}"
-                )))
-            }
+            Err(e) => return super::error_response(&Error::InvalidArgument(format!("invalid /init body: {e}"))),
         }
     };
     if let Some(ts) = req.timestamp {
@@ -64,10 +60,7 @@ pub async fn init(State(envd): State<Arc<Envd>>, body: Bytes) -> Response {
     }
     let mut resp = Response::new(axum::body::Body::empty());
     *resp.status_mut() = http::StatusCode::NO_CONTENT;
-    resp.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
+    resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     resp
 }
 

@@ -48,13 +48,7 @@ pub struct Signed<'a> {
 }
 
 /// Computes the `v1` signature of a request for `token`.
-pub fn sign(
-    path: &str,
-    op: Operation,
-    username: &str,
-    token: &str,
-    expiration: Option<i64>,
-) -> String {
+pub fn sign(path: &str, op: Operation, username: &str, token: &str, expiration: Option<i64>) -> String {
     let mut hasher = Sha256::new();
     hasher.update(path.as_bytes());
     hasher.update(b":");
@@ -77,21 +71,14 @@ pub fn sign(
 /// `X-Access-Token` header, when present, must match; without it, the request
 /// must carry a valid, unexpired signature for `op`. `now` is the current
 /// Unix time in seconds.
-pub fn authorize(
-    token: Option<&str>,
-    headers: &HeaderMap,
-    req: &Signed<'_>,
-    op: Operation,
-    now: i64,
-) -> Result<()> {
+pub fn authorize(token: Option<&str>, headers: &HeaderMap, req: &Signed<'_>, op: Operation, now: i64) -> Result<()> {
     let Some(token) = token else { return Ok(()) };
-    if let Some(got) = headers.get(ACCESS_TOKEN_HEADER) {
+    // An empty header counts as absent, as upstream envd treats it.
+    if let Some(got) = headers.get(ACCESS_TOKEN_HEADER).filter(|v| !v.is_empty()) {
         return if constant_time_eq(got.as_bytes(), token.as_bytes()) {
             Ok(())
         } else {
-            Err(Error::Unauthenticated(
-                "access token present in header but does not match".into(),
-            ))
+            Err(Error::Unauthenticated("access token present in header but does not match".into()))
         };
     }
     let Some(signature) = req.signature else {
@@ -105,9 +92,7 @@ pub fn authorize(
     }
     match req.expiration {
         // The SDKs' tests expect exactly this message.
-        Some(exp) if exp < now => Err(Error::Unauthenticated(
-            "signature is already expired".into(),
-        )),
+        Some(exp) if exp < now => Err(Error::Unauthenticated("signature is already expired".into())),
         _ => Ok(()),
     }
 }
@@ -133,24 +118,13 @@ mod tests {
             "v1_Zkbb3914oLJLvMBzCAHQhm2ydBLxbSx2eQUR/kLdvIY"
         );
         assert_eq!(
-            sign(
-                "a b/ü.txt",
-                Operation::Write,
-                "root",
-                "tok",
-                Some(1_700_000_000)
-            ),
+            sign("a b/ü.txt", Operation::Write, "root", "tok", Some(1_700_000_000)),
             "v1_VRDPKBCQb9LQraoU5PtkQRjZBoPgrFtCyX9ZnSRm9uU"
         );
     }
 
     fn signed<'a>(sig: &'a str, exp: Option<i64>) -> Signed<'a> {
-        Signed {
-            path: "f",
-            username: "user",
-            signature: Some(sig),
-            expiration: exp,
-        }
+        Signed { path: "f", username: "user", signature: Some(sig), expiration: exp }
     }
 
     #[test]
@@ -171,41 +145,21 @@ mod tests {
         assert!(authorize(Some("t"), &bad, &signed(&valid, None), Operation::Read, 0).is_err());
 
         assert!(authorize(Some("t"), &none, &signed(&valid, None), Operation::Read, 0).is_ok());
+        let mut empty = HeaderMap::new();
+        empty.insert(ACCESS_TOKEN_HEADER, "".parse().unwrap());
+        assert!(authorize(Some("t"), &empty, &signed(&valid, None), Operation::Read, 0).is_ok());
+        assert!(authorize(Some("t"), &empty, &Signed::default(), Operation::Read, 0).is_err());
         // Signed for read, used for write.
         assert!(authorize(Some("t"), &none, &signed(&valid, None), Operation::Write, 0).is_err());
         // Signed for another user.
-        let other = Signed {
-            username: "",
-            ..signed(&valid, None)
-        };
+        let other = Signed { username: "", ..signed(&valid, None) };
         assert!(authorize(Some("t"), &none, &other, Operation::Read, 0).is_err());
 
         let timed = sign("f", Operation::Read, "user", "t", Some(100));
-        assert!(authorize(
-            Some("t"),
-            &none,
-            &signed(&timed, Some(100)),
-            Operation::Read,
-            100
-        )
-        .is_ok());
-        let err = authorize(
-            Some("t"),
-            &none,
-            &signed(&timed, Some(100)),
-            Operation::Read,
-            101,
-        )
-        .unwrap_err();
+        assert!(authorize(Some("t"), &none, &signed(&timed, Some(100)), Operation::Read, 100).is_ok());
+        let err = authorize(Some("t"), &none, &signed(&timed, Some(100)), Operation::Read, 101).unwrap_err();
         assert_eq!(err.to_string(), "signature is already expired");
         // The expiration is part of what is signed.
-        assert!(authorize(
-            Some("t"),
-            &none,
-            &signed(&timed, Some(200)),
-            Operation::Read,
-            0
-        )
-        .is_err());
+        assert!(authorize(Some("t"), &none, &signed(&timed, Some(200)), Operation::Read, 0).is_err());
     }
 }

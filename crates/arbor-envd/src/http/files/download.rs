@@ -33,21 +33,13 @@ pub async fn download(State(envd): State<Arc<Envd>>, headers: HeaderMap, uri: Ur
 
 async fn serve(envd: &Envd, headers: &HeaderMap, uri: &Uri) -> Result<Response> {
     let req = FilesRequest::authorize(envd, uri, headers, Operation::Read)?;
-    let path = req
-        .path
-        .ok_or_else(|| Error::InvalidArgument("missing 'path' query parameter".into()))?;
+    let path = req.path.ok_or_else(|| Error::InvalidArgument("missing 'path' query parameter".into()))?;
     let resolved = resolve_path(&req.user, &path);
-    let name = resolved
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = resolved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let (file, size) = creds::run_as(&req.user, move || open_regular(&resolved)).await?;
 
     let mut resp_headers = HeaderMap::new();
-    resp_headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    resp_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     if let Some(value) = content_disposition(&name) {
         resp_headers.insert(header::CONTENT_DISPOSITION, value);
     }
@@ -71,30 +63,18 @@ async fn serve(envd: &Envd, headers: &HeaderMap, uri: &Uri) -> Result<Response> 
 fn open_regular(path: &Path) -> Result<(File, u64)> {
     // O_NONBLOCK keeps a FIFO from blocking the open; it has no effect on
     // reads of regular files, the only kind served.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::NotFound(format!("path '{}' does not exist", path.display()))
-            }
-            _ => Error::io(format!("opening '{}'", path.display()), e),
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(format!("stat '{}'", path.display()), e))?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| match e
+        .kind()
+    {
+        std::io::ErrorKind::NotFound => Error::NotFound(format!("path '{}' does not exist", path.display())),
+        _ => Error::io(format!("opening '{}'", path.display()), e),
+    })?;
+    let meta = file.metadata().map_err(|e| Error::io(format!("stat '{}'", path.display()), e))?;
     if meta.is_dir() {
-        return Err(Error::InvalidArgument(format!(
-            "path '{}' is a directory",
-            path.display()
-        )));
+        return Err(Error::InvalidArgument(format!("path '{}' is a directory", path.display())));
     }
     if !meta.is_file() {
-        return Err(Error::InvalidArgument(format!(
-            "path '{}' is not a regular file",
-            path.display()
-        )));
+        return Err(Error::InvalidArgument(format!("path '{}' is not a regular file", path.display())));
     }
     Ok((file, meta.len()))
 }
@@ -120,16 +100,8 @@ fn content_disposition(name: &str) -> Option<HeaderValue> {
     if name.is_empty() {
         return Some(HeaderValue::from_static("attachment"));
     }
-    let fallback: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let fallback: String =
+        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
     let mut value = format!("attachment; filename=\"{fallback}\"");
     if fallback != name {
         value.push_str("; filename*=UTF-8''");
@@ -144,10 +116,7 @@ mod tests {
 
     #[test]
     fn disposition() {
-        assert_eq!(
-            content_disposition("a b.txt").unwrap(),
-            "attachment; filename=\"a b.txt\""
-        );
+        assert_eq!(content_disposition("a b.txt").unwrap(), "attachment; filename=\"a b.txt\"");
         assert_eq!(
             content_disposition("ü\"x.txt").unwrap(),
             "attachment; filename=\"__x.txt\"; filename*=UTF-8''%C3%BC%22x.txt"

@@ -123,19 +123,13 @@ async fn write_parts(req: &FilesRequest, mut form: Multipart) -> Result<Vec<Writ
         written.push(write_file(&req.user, target, field.map_err(form_error)).await?);
     }
     if written.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the form has no part named 'file'".into(),
-        ));
+        return Err(Error::InvalidArgument("the form has no part named 'file'".into()));
     }
     Ok(written)
 }
 
 fn list(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// The request body as a byte stream, gunzipped if `Content-Encoding` says so.
@@ -152,14 +146,11 @@ fn decoded_body(headers: &HeaderMap, body: Body) -> Result<BoxStream<'static, io
     match encoding.as_str() {
         "" | "identity" => Ok(raw.boxed()),
         "gzip" | "x-gzip" => {
-            let mut decoder =
-                async_compression::tokio::bufread::GzipDecoder::new(StreamReader::new(raw));
+            let mut decoder = async_compression::tokio::bufread::GzipDecoder::new(StreamReader::new(raw));
             decoder.multiple_members(true);
             Ok(ReaderStream::with_capacity(decoder, INFLATE_CHUNK).boxed())
         }
-        other => Err(Error::InvalidArgument(format!(
-            "unsupported Content-Encoding '{other}': only gzip is accepted"
-        ))),
+        other => Err(Error::InvalidArgument(format!("unsupported Content-Encoding '{other}': only gzip is accepted"))),
     }
 }
 
@@ -183,17 +174,12 @@ where
     let (file, regular) = creds::run_as(user, move || create_for_write(&path)).await?;
     // Only a regular file is removed on failure: an upload to a device
     // (say /dev/null) must never unlink it.
-    let partial = Partial {
-        user: regular.then(|| user.clone()),
-        path: target.clone(),
-    };
+    let partial = Partial { user: regular.then(|| user.clone()), path: target.clone() };
     let mut out = BufWriter::with_capacity(WRITE_BUF, tokio::fs::File::from_std(file));
     let what = || format!("writing '{}'", target.display());
     let copied: Result<()> = async {
         while let Some(chunk) = data.next().await {
-            out.write_all(&chunk?)
-                .await
-                .map_err(|e| Error::io(what(), e))?;
+            out.write_all(&chunk?).await.map_err(|e| Error::io(what(), e))?;
         }
         // Flushing also waits for the file's in-flight write and reports
         // its error (e.g. ENOSPC).
@@ -209,10 +195,7 @@ where
         }
     }
     Ok(WriteInfo {
-        name: target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         kind: "file",
         path: target.to_string_lossy().into_owned(),
     })
@@ -224,22 +207,15 @@ where
 fn create_for_write(path: &Path) -> Result<(File, bool)> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
-                Error::InvalidArgument(format!(
-                    "cannot create directory '{}': a component of it is not a directory",
-                    parent.display()
-                ))
-            }
+            io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => Error::InvalidArgument(format!(
+                "cannot create directory '{}': a component of it is not a directory",
+                parent.display()
+            )),
             _ => Error::io(format!("creating directory '{}'", parent.display()), e),
         })?;
     }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o666)
-        .open(path)
-        .map_err(|e| {
+    let file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o666).open(path).map_err(|e| {
             if e.raw_os_error() == Some(libc::EISDIR) {
                 Error::InvalidArgument(format!("path '{}' is a directory", path.display()))
             } else {
