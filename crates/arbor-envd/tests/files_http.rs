@@ -255,6 +255,25 @@ async fn downloads() {
     let resp = auto.get(e.url("/files")).query(&[("path", "~/d.bin")]).send().await.unwrap();
     assert_eq!(resp.bytes().await.unwrap(), data);
 
+    // Incompressible data goes out as-is even when gzip is accepted: it
+    // would only cost CPU.
+    let noise: Vec<u8> = {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    };
+    std::fs::write(home.join("noise.bin"), &noise).unwrap();
+    let resp = e.get(&[("path", "noise.bin")]).header("accept-encoding", "gzip").send().await.unwrap();
+    assert!(resp.headers().get("content-encoding").is_none());
+    assert_eq!(resp.headers()["content-length"], noise.len().to_string().as_str());
+    assert_eq!(resp.bytes().await.unwrap(), noise);
+
     // An empty file and a pseudo file with size 0 but content.
     std::fs::write(home.join("empty"), b"").unwrap();
     let resp = e.get(&[("path", "empty")]).send().await.unwrap();

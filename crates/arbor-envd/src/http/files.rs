@@ -6,6 +6,7 @@
 //! new files and directories belong to the user.
 
 mod download;
+mod encoding;
 mod upload;
 
 pub use download::download;

@@ -1,6 +1,6 @@
 //! `GET /files`: streams a file to the client.
 
-use super::FilesRequest;
+use super::{encoding, FilesRequest};
 use crate::{
     creds,
     error::{Error, Result},
@@ -43,19 +43,52 @@ async fn serve(envd: &Envd, headers: &HeaderMap, uri: &Uri) -> Result<Response> 
     if let Some(value) = content_disposition(&name) {
         resp_headers.insert(header::CONTENT_DISPOSITION, value);
     }
-    let file = tokio::fs::File::from_std(file);
+    let mut file = tokio::fs::File::from_std(file);
+    if encoding::accepts_gzip(headers) {
+        let mut sample = vec![0u8; encoding::SAMPLE];
+        let n = read_up_to(&mut file, &mut sample).await?;
+        sample.truncate(n);
+        let rest = file.take(if size > 0 { size.saturating_sub(n as u64) } else { u64::MAX });
+        let whole = std::io::Cursor::new(sample).chain(rest);
+        if encoding::worth_compressing(whole.get_ref().0.get_ref()) {
+            resp_headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            let plain = tokio::io::BufReader::with_capacity(CHUNK, whole);
+            let gz =
+                async_compression::tokio::bufread::GzipEncoder::with_quality(plain, async_compression::Level::Fastest);
+            return Ok((resp_headers, Body::from_stream(ReaderStream::with_capacity(gz, CHUNK))).into_response());
+        }
+        return Ok(plain_response(resp_headers, size, whole));
+    }
+    Ok(plain_response(resp_headers, size, file.take(if size > 0 { size } else { u64::MAX })))
+}
+
+/// Fills `buf` as far as the file allows; returns the bytes read.
+async fn read_up_to(file: &mut tokio::fs::File, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]).await.map_err(|e| Error::io("reading the file", e))? {
+            0 => break,
+            got => n += got,
+        }
+    }
+    Ok(n)
+}
+
+/// The file as-is.
+fn plain_response(
+    mut resp_headers: HeaderMap,
+    size: u64,
+    reader: impl tokio::io::AsyncRead + Send + 'static,
+) -> Response {
     // Files of pseudo file systems (/proc, /sys) report size 0 yet have
     // content: those, and empty files, are sent without a length and read to
     // EOF. Otherwise the body is capped at the size announced, so a file that
     // grows meanwhile cannot overrun Content-Length; one that shrinks makes
     // the connection fail rather than deliver a silently short file.
-    let body = if size > 0 {
+    if size > 0 {
         resp_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-        Body::from_stream(ReaderStream::with_capacity(file.take(size), CHUNK))
-    } else {
-        Body::from_stream(ReaderStream::with_capacity(file, CHUNK))
-    };
-    Ok((resp_headers, body).into_response())
+    }
+    (resp_headers, Body::from_stream(ReaderStream::with_capacity(reader, CHUNK))).into_response()
 }
 
 /// Opens `path` for reading (as the calling thread's credentials allow) and
