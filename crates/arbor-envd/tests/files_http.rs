@@ -3,66 +3,36 @@
 //! whose home is a temporary directory). Runs as root, as envd does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use arbor_envd::{config::Config, http::signature, server, state::Envd};
+use arbor_envd::http::signature;
 use reqwest::{multipart, StatusCode};
 use serde_json::{json, Value};
 use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::Arc,
 };
 use tokio::io::AsyncReadExt;
 
+mod common;
+
 struct TestEnvd {
-    base: String,
-    dir: tempfile::TempDir,
+    fx: common::Fixture,
     client: reqwest::Client,
 }
 
 impl TestEnvd {
     async fn start(token: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // The user must be able to reach its home inside the temp dir.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let etc = dir.path().join("etc");
-        let user_home = dir.path().join("home/user");
-        let root_home = dir.path().join("root");
-        for d in [&etc, &user_home, &root_home] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        std::os::unix::fs::chown(&user_home, Some(1000), Some(1000)).unwrap();
-        std::fs::write(
-            etc.join("passwd"),
-            format!(
-                "root:x:0:0:root:{}:/bin/bash\nuser:x:1000:1000::{}:/bin/bash\n",
-                root_home.display(),
-                user_home.display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(etc.join("group"), "root:x:0:\nuser:x:1000:\n").unwrap();
-        let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            access_token: token.map(str::to_string),
-            default_user: "user".into(),
-            etc_dir: etc,
-            envs: vec![("BASE".into(), "1".into())],
-        };
-        let envd = Arc::new(Envd::new(&config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, server::router(envd)).await.unwrap() });
+        let fx = common::Fixture::start(token, &[("BASE", "1")]).await;
         // No automatic decompression: tests look at the raw encoding.
         let client = reqwest::Client::builder().no_gzip().build().unwrap();
-        Self { base: format!("http://{addr}"), dir, client }
+        Self { fx, client }
     }
 
     fn home(&self) -> PathBuf {
-        self.dir.path().join("home/user")
+        self.fx.home()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.fx.url(path)
     }
 
     fn get(&self, query: &[(&str, &str)]) -> reqwest::RequestBuilder {
@@ -147,7 +117,7 @@ async fn multipart_uploads() {
     // As root: owned by root; relative paths go to root's home.
     let resp = e.post(&[("username", "root")]).multipart(form(&[("r.txt", b"r")])).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(uid_of(&e.dir.path().join("root/r.txt")), 0);
+    assert_eq!(uid_of(&e.fx.tmp().join("root/r.txt")), 0);
 
     // Empty file.
     let resp = e.post(&[]).multipart(form(&[("empty", b"")])).send().await.unwrap();
@@ -176,7 +146,7 @@ async fn multipart_rejections() {
     let resp = e.post(&[]).multipart(form(&[("afile/under", b"x")])).send().await.unwrap();
     error_of(resp, StatusCode::BAD_REQUEST).await;
     // No permission: the user writing into a root-owned directory.
-    let locked = e.dir.path().join("locked");
+    let locked = e.fx.tmp().join("locked");
     std::fs::create_dir(&locked).unwrap();
     let resp = e.post(&[]).multipart(form(&[(locked.join("f").to_str().unwrap(), b"x")])).send().await.unwrap();
     error_of(resp, StatusCode::FORBIDDEN).await;
@@ -283,7 +253,7 @@ async fn downloads() {
     assert!(resp.text().await.unwrap().contains("Pid:"));
 
     // As root: a root-only file; as the user: forbidden.
-    let secret = e.dir.path().join("secret");
+    let secret = e.fx.tmp().join("secret");
     std::fs::write(&secret, b"s").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let s = secret.to_str().unwrap();
@@ -366,7 +336,7 @@ async fn init_sets_envs_token_and_defaults() {
     assert_eq!(init(r#"{"defaultUser": "root"}"#).send().await.unwrap().status(), StatusCode::NO_CONTENT);
     let resp = e.post(&[]).multipart(form(&[("as-root", b"x")])).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(uid_of(&e.dir.path().join("root/as-root")), 0);
+    assert_eq!(uid_of(&e.fx.tmp().join("root/as-root")), 0);
 
     // The token: afterwards required, then rotated.
     assert_eq!(init(r#"{"accessToken": "t1"}"#).send().await.unwrap().status(), StatusCode::NO_CONTENT);
@@ -382,7 +352,7 @@ async fn init_sets_envs_token_and_defaults() {
 #[tokio::test]
 async fn disk_full() {
     let e = TestEnvd::start(None).await;
-    let mnt = e.dir.path().join("small");
+    let mnt = e.fx.tmp().join("small");
     std::fs::create_dir(&mnt).unwrap();
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=512k,mode=0777", "tmpfs"])
