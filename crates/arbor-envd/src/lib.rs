@@ -10,8 +10,8 @@
 //! unbuffered streaming bodies; `arbor-proto` (prost + pbjson) for messages;
 //! `notify` for inotify-based directory watching (it re-arms watches on new
 //! subdirectories for recursive watches); `nix` for the POSIX calls (pty,
-//! signals, credentials); `tower-http` for gzip on downloads;
-//! `async-compression` for gzip uploads. `/etc/passwd` parsing is written
+//! signals, credentials); `flate2` to judge whether a download is worth gzipping;
+//! `async-compression` for streaming gzip both ways. `/etc/passwd` parsing is written
 //! here because the binary is static and cannot use NSS.
 #![warn(missing_docs)]
 

@@ -21,13 +21,7 @@ pub fn router(envd: Arc<Envd>) -> Router {
     Router::new()
         .route("/health", get(http::health))
         // `/files` checks the token itself: a signed URL may stand in for it.
-        .route(
-            "/files",
-            get(http::files::download)
-                .layer(tower_http::compression::CompressionLayer::new().gzip(true))
-                .post(http::files::upload)
-                .layer(DefaultBodyLimit::disable()),
-        )
+        .route("/files", get(http::files::download).post(http::files::upload).layer(DefaultBodyLimit::disable()))
         .merge(authenticated)
         .fallback(not_found)
         .with_state(envd)

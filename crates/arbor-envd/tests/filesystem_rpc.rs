@@ -7,7 +7,6 @@
 // Helpers outside `#[test]` functions are test code too: a failure should panic.
 #![allow(clippy::unwrap_used)]
 
-use arbor_envd::{config::Config, server, state::Envd};
 use arbor_proto::connect::{EnvelopeDecoder, FLAG_END_STREAM};
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -20,7 +19,6 @@ use std::{
     net::SocketAddr,
     os::unix::fs::{symlink, PermissionsExt},
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
@@ -28,15 +26,14 @@ const TOKEN: &str = "test-token";
 /// `Authorization` value selecting root (`base64("root:")`).
 const AS_ROOT: &str = "Basic cm9vdDo=";
 
+mod common;
+use common::is_root;
+
 struct Sandbox {
-    _tmp: tempfile::TempDir,
+    _fx: common::Fixture,
     tmp: PathBuf,
     home: PathBuf,
     addr: SocketAddr,
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 fn chown_user(path: &Path) {
@@ -46,33 +43,9 @@ fn chown_user(path: &Path) {
 }
 
 async fn start() -> Sandbox {
-    let dir = tempfile::tempdir().unwrap();
-    let tmp = dir.path().to_path_buf();
-    // Others (uid 1000) must be able to pass through to the home directory.
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-    let etc = tmp.join("etc");
-    let home = tmp.join("home");
-    fs::create_dir(&etc).unwrap();
-    fs::create_dir(&home).unwrap();
-    chown_user(&home);
-    fs::write(
-        etc.join("passwd"),
-        format!("root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::{}:/bin/bash\n", home.display()),
-    )
-    .unwrap();
-    fs::write(etc.join("group"), "root:x:0:\nuser:x:1000:\n").unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        access_token: Some(TOKEN.into()),
-        default_user: "user".into(),
-        etc_dir: etc,
-        envs: Vec::new(),
-    };
-    let envd = Arc::new(Envd::new(&config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, server::router(envd)).await });
-    Sandbox { _tmp: dir, tmp, home, addr }
+    let fx = common::Fixture::start(Some(TOKEN), &[]).await;
+    let (tmp, home, addr) = (fx.tmp().to_path_buf(), fx.home(), fx.addr);
+    Sandbox { _fx: fx, tmp, home, addr }
 }
 
 impl Sandbox {
