@@ -13,10 +13,12 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable, List
+from urllib.parse import quote
 
 import httpx
 
@@ -89,10 +91,27 @@ def transfer_rows(sbx: Sandbox, envd, args) -> list:
     down = throughput(download, size, args.repeats)
     if bytes(got["data"]) != data:
         raise RuntimeError("download content mismatch")
-    del got, data
+    del got
+    measured = [(f"SDK `files.write` {args.size_mb} MiB", up, True), (f"SDK `files.read` {args.size_mb} MiB", down, True)]
+    # curl is a client far cheaper than Python: what is left is the daemon's own rate.
+    if shutil.which("curl"):
+        src = envd.base / "bench-src.bin"
+        src.write_bytes(data)
+        url = f"{envd.url}/files?path={quote(path)}"
+        curl = ["curl", "-sSf", "-o", "/dev/null", "--max-time", "600"]
+        for name, extra in [
+            ("multipart upload", ["-F", f"file=@{src}"]),
+            ("octet-stream upload", ["-H", "Content-Type: application/octet-stream", "--data-binary", f"@{src}"]),
+            ("download", []),
+        ]:
+            log(f"curl {name} x{args.repeats}")
+            rates = throughput(lambda: subprocess.run([*curl, *extra, url], check=True), size, args.repeats)
+            measured.append((f"raw (curl) {name} {args.size_mb} MiB", rates, False))
+        src.unlink()
+    del data
     rows = []
-    for name, rates in [(f"SDK `files.write` {args.size_mb} MiB", up), (f"SDK `files.read` {args.size_mb} MiB", down)]:
-        mark = " ✓" if rates[0] >= TARGET_MB_S else f" ✗ (target ≥ {TARGET_MB_S:.0f})"
+    for name, rates, has_target in measured:
+        mark = "" if not has_target else (" ✓" if rates[0] >= TARGET_MB_S else f" ✗ (target ≥ {TARGET_MB_S:.0f})")
         rows.append((name, f"best {rates[0]:.0f} MB/s{mark} · median {statistics.median(rates):.0f} MB/s (n={len(rates)})"))
     return rows
 
