@@ -101,7 +101,7 @@ def transfer_rows(sbx: Sandbox, envd, args) -> list:
         curl = ["curl", "-sSf", "-o", "/dev/null", "--max-time", "600"]
         for name, extra in [
             ("multipart upload", ["-F", f"file=@{src}"]),
-            ("octet-stream upload", ["-H", "Content-Type: application/octet-stream", "--data-binary", f"@{src}"]),
+            ("octet-stream upload", ["-X", "POST", "-H", "Content-Type: application/octet-stream", "-T", str(src)]),
             ("download", []),
         ]:
             log(f"curl {name} x{args.repeats}")
