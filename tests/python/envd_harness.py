@@ -22,6 +22,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 USER_UID = 1000
 USER_GID = 1000
+# A supplementary group of `user`, to check that processes and file operations carry it.
+DEVS_GID = 1500
 
 
 def envd_binary() -> Path:
@@ -53,7 +55,7 @@ def make_world(base: Path) -> None:
         f"root:x:0:0:root:{root_home}:/bin/bash\n"
         f"user:x:{USER_UID}:{USER_GID}:Sandbox user:{home}:/bin/bash\n"
     )
-    (etc / "group").write_text(f"root:x:0:\nuser:x:{USER_GID}:\n")
+    (etc / "group").write_text(f"root:x:0:\nuser:x:{USER_GID}:\ndevs:x:{DEVS_GID}:user\n")
     os.chmod(base / "home", 0o755)
     os.chown(home, USER_UID, USER_GID)
     os.chmod(home, 0o750)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from envd_harness import give_to_user
+from envd_harness import DEVS_GID, give_to_user
 from novita_sandbox.core import FileNotFoundException, InvalidArgumentException, Sandbox, SandboxException
 from novita_sandbox.core.sandbox.filesystem.filesystem import FileType, WriteEntry
 
@@ -341,3 +341,60 @@ def test_names_that_need_url_encoding(sbx: Sandbox, work, name):
     assert sbx.files.read(path) == name
     assert [e.name for e in sbx.files.list(str(work))] == [name]
     assert sbx.files.get_info(path).name == name
+
+
+# --- the user's credentials are the kernel's to check ----------------------------------------------
+
+
+def root_only(path, text="root only"):
+    path.write_text(text)
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_symlink_to_a_root_file_does_not_escalate(sbx: Sandbox, work):
+    target = root_only(work.parent.parent.parent / f"{work.name}-root-file")
+    os.symlink(target, work / "innocent.txt")
+    os.lchown(work / "innocent.txt", 1000, 1000)
+    with pytest.raises(SandboxException):
+        sbx.files.read(str(work / "innocent.txt"))
+    with pytest.raises(SandboxException):
+        sbx.files.write(str(work / "innocent.txt"), "overwritten by user")
+    assert target.read_text() == "root only"
+    target.unlink()
+
+
+def test_user_cannot_list_or_watch_a_private_dir(sbx: Sandbox, work):
+    private = work / "private"
+    private.mkdir(mode=0o700)
+    (private / "x").write_text("x")
+    with pytest.raises(SandboxException) as info:
+        sbx.files.list(str(private))
+    assert not isinstance(info.value, FileNotFoundException)
+    with pytest.raises(SandboxException):
+        sbx.files.watch_dir(str(private))
+    assert [e.name for e in sbx.files.list(str(private), user="root")] == ["x"]
+
+
+def test_user_cannot_create_in_or_move_into_a_root_dir(sbx: Sandbox, work):
+    rootdir = work / "rootdir"
+    rootdir.mkdir(mode=0o755)
+    (work / "mine.txt").write_text("m")
+    give_to_user(work / "mine.txt")
+    with pytest.raises(SandboxException):
+        sbx.files.make_dir(str(rootdir / "sub"))
+    with pytest.raises(SandboxException):
+        sbx.files.rename(str(work / "mine.txt"), str(rootdir / "mine.txt"))
+    assert (work / "mine.txt").exists()
+    assert sbx.files.make_dir(str(rootdir / "sub"), user="root") is True
+
+
+def test_supplementary_groups_apply_to_files_and_processes(sbx: Sandbox, work):
+    shared = work / "team.txt"
+    shared.write_text("for devs")
+    os.chown(shared, 0, DEVS_GID)
+    os.chmod(shared, 0o640)
+    assert sbx.files.read(str(shared)) == "for devs"
+    assert sbx.commands.run(f"cat {shared}").stdout == "for devs"
+    assert str(DEVS_GID) in sbx.commands.run("id -G").stdout.split()
