@@ -1,4 +1,4 @@
-"""Starts and stops a real `arbor-envd` for the SDK suites and the bench.
+"""Starts and stops a real `arbor-envd` for the SDK suites and the bench, plus small test helpers.
 
 Each daemon gets its own world: a temporary directory holding `etc/passwd` and `etc/group` (given to
 envd with `--etc-dir`), a home for `user` (uid 1000) and a home for root. The tests run as root on the
@@ -8,10 +8,12 @@ host, so root's home is a temporary directory too: nothing a test does lands in 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,3 +184,43 @@ def give_to_user(path: Path) -> None:
     """Hands a tree the test made as root (the host side) to `user`, so the daemon's user may change it."""
     for p in [path, *path.rglob("*")]:
         os.lchown(p, USER_UID, USER_GID)
+
+
+class PtyReader:
+    """Collects a pty's output on a thread so a test can wait for text to appear."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.buf = bytearray()
+        self.lock = threading.Lock()
+        self.result = None
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            self.result = self.handle.wait(on_pty=self._on_pty)
+        except Exception as e:  # the end of the stream is part of what tests check
+            self.error = e
+
+    def _on_pty(self, data: bytes):
+        with self.lock:
+            self.buf += data
+
+    def text(self) -> str:
+        with self.lock:
+            return self.buf.decode("utf-8", "replace")
+
+    def wait_for(self, pattern: str, timeout: float = 10) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.text())
+            if m:
+                return m
+            time.sleep(0.02)
+        raise AssertionError(f"{pattern!r} not seen in pty output: {self.text()[-2000:]!r}")
+
+    def join(self, timeout: float = 10):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "pty stream did not end"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import sandbox_with_token
-from envd_harness import pid_alive, start_envd, wait_until
+from envd_harness import PtyReader, pid_alive, start_envd, wait_until
 from novita_sandbox.core import AsyncSandbox, CommandExitException, PtySize
 
 
@@ -51,6 +51,10 @@ def test_sigterm_terminates_a_connected_pty(own_envd):
     # An interactive bash ignores SIGTERM, and its stream is still open: envd must still stop.
     sbx = sandbox_with_token(own_envd.url, None)
     pty = sbx.pty.create(PtySize(rows=24, cols=80), timeout=0)
+    reader = PtyReader(pty)
+    # Only once the shell has read its profile does it ignore SIGTERM; before, SIGTERM kills it.
+    sbx.pty.send_stdin(pty.pid, b"echo shell-$((40+2))\n")
+    reader.wait_for("shell-42")
     assert_sigterm_ends(own_envd, [pty.pid])
 
 

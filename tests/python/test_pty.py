@@ -3,53 +3,13 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import pytest
 
+from envd_harness import PtyReader
 from novita_sandbox.connect import Code, ConnectException
 from novita_sandbox.core import CommandExitException, PtySize, Sandbox
-
-
-class PtyReader:
-    """Collects a pty's output on a thread so a test can wait for text to appear."""
-
-    def __init__(self, handle):
-        self.handle = handle
-        self.buf = bytearray()
-        self.lock = threading.Lock()
-        self.result = None
-        self.error = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            self.result = self.handle.wait(on_pty=self._on_pty)
-        except Exception as e:  # the end of the stream is part of what tests check
-            self.error = e
-
-    def _on_pty(self, data: bytes):
-        with self.lock:
-            self.buf += data
-
-    def text(self) -> str:
-        with self.lock:
-            return self.buf.decode("utf-8", "replace")
-
-    def wait_for(self, pattern: str, timeout: float = 10) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(pattern, self.text())
-            if m:
-                return m
-            time.sleep(0.02)
-        raise AssertionError(f"{pattern!r} not seen in pty output: {self.text()[-2000:]!r}")
-
-    def join(self, timeout: float = 10):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "pty stream did not end"
 
 
 def test_pty_stty_size_and_resize(sbx: Sandbox):
