@@ -4,7 +4,7 @@ use anyhow::Context;
 use arbor_envd::{config::Config, pid1, server, state::Envd};
 use axum::serve::ListenerExt;
 use clap::Parser;
-use std::sync::Arc;
+use std::{future::IntoFuture, sync::Arc};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
@@ -42,7 +42,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         version = arbor_proto::ENVD_VERSION,
         "arbor-envd serving"
     );
-    let shutdown = pid1::shutdown_signal(envd.clone());
-    axum::serve(listener, server::router(envd)).with_graceful_shutdown(shutdown).await.context("serving")?;
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let shutdown = {
+        let envd = envd.clone();
+        async move {
+            pid1::shutdown_signal(envd).await;
+            let _ = stopping_tx.send(true);
+        }
+    };
+    let serve = axum::serve(listener, server::router(envd.clone())).with_graceful_shutdown(shutdown).into_future();
+    // Graceful shutdown waits for open streams, and a watch or a connected
+    // pty never ends by itself: give them a moment, then stop regardless.
+    tokio::select! {
+        served = serve => served.context("serving")?,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(pid1::STREAM_DRAIN).await;
+        } => tracing::info!("streams still open after shutdown; closing them"),
+    }
     Ok(())
 }

@@ -8,8 +8,10 @@ use nix::unistd::Pid;
 use std::{sync::Arc, time::Duration};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// How long children get to exit after SIGTERM before envd stops anyway.
+/// How long children get to exit after SIGTERM before they are killed.
 const GRACE: Duration = Duration::from_secs(5);
+/// How long open streams get to finish once every process is gone.
+pub const STREAM_DRAIN: Duration = Duration::from_secs(1);
 
 /// Whether envd is the init process of its PID namespace.
 pub fn is_pid1() -> bool {
@@ -17,7 +19,9 @@ pub fn is_pid1() -> bool {
 }
 
 /// Resolves when envd should stop: on SIGTERM or SIGINT, after forwarding
-/// SIGTERM to its processes and giving them [`GRACE`] to exit.
+/// SIGTERM to its processes, giving them [`GRACE`] to exit, and killing
+/// those that did not (an interactive shell ignores SIGTERM), so nothing
+/// outlives envd on a host either.
 pub async fn shutdown_signal(envd: Arc<Envd>) {
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install SIGTERM/SIGINT handlers; envd will not forward them");
@@ -33,5 +37,9 @@ pub async fn shutdown_signal(envd: Arc<Envd>) {
         // Everything in the namespace, including orphans envd never started.
         let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     }
-    let _ = tokio::time::timeout(GRACE, envd.processes.wait_all_exited()).await;
+    if tokio::time::timeout(GRACE, envd.processes.wait_all_exited()).await.is_err() {
+        tracing::warn!("processes still running after {GRACE:?}; killing them");
+        envd.processes.signal_all(Signal::SIGKILL);
+        let _ = tokio::time::timeout(STREAM_DRAIN, envd.processes.wait_all_exited()).await;
+    }
 }
