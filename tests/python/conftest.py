@@ -3,7 +3,7 @@ sandboxes pointed at it.
 
 The unauthenticated sandbox comes from `Sandbox.create(debug=True)` with NOVITA_SANDBOX_URL set: debug
 mode makes no control-plane call (protocol notes §1.3). A sandbox that carries an envd access token
-cannot come from debug mode (it has none), so `token_sandbox` builds one the way `Sandbox._create`
+cannot come from debug mode (it has none), so `sandbox_with_token` builds one the way `Sandbox._create`
 does after a real create: the constructor with `envd_access_token` plus the `X-Access-Token` header in
 the connection config.
 """
