@@ -6,6 +6,7 @@ use crate::error::Error;
 use arbor_proto::connect::{self, CallKind, Code, Codec, ConnectError, EnvelopeDecoder};
 use axum::{
     body::Body,
+    extract::FromRequest,
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
@@ -29,6 +30,17 @@ pub struct Call {
     /// `Keepalive-Ping-Interval` (seconds), if the client set one.
     pub keepalive: Option<Duration>,
     body: Body,
+}
+
+/// A handler takes the call as its last argument; a request with an
+/// unsupported content type is answered with 415 before the handler runs.
+impl<S: Send + Sync> FromRequest<S> for Call {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, _state: &S) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        Call::new(&parts.headers, body)
+    }
 }
 
 /// Per-stream settings the handler may need (the process service uses the

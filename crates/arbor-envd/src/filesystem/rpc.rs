@@ -23,7 +23,6 @@ use arbor_proto::{
     },
 };
 use axum::{
-    body::Body,
     extract::{Path, State},
     response::Response,
 };
@@ -35,12 +34,8 @@ pub async fn serve(
     State(envd): State<Arc<Envd>>,
     Path(method): Path<String>,
     headers: HeaderMap,
-    body: Body,
+    call: Call,
 ) -> Response {
-    let call = match Call::new(&headers, body) {
-        Ok(call) => call,
-        Err(response) => return response,
-    };
     let envd: &Envd = &envd;
     // Resolved lazily: GetWatcherEvents and RemoveWatcher carry no user and
     // must work even if the default user were missing.

@@ -120,16 +120,12 @@ impl Processes {
         self.inner.table().insert(pid, handle.clone());
 
         let flowed = Arc::new(AtomicU64::new(0));
-        let mut readers = Vec::new();
-        if let Some(out) = stdout {
-            readers.push(pump_pipe(handle.clone(), out, Output::Stdout, flowed.clone()));
-        }
-        if let Some(err) = stderr {
-            readers.push(pump_pipe(handle.clone(), err, Output::Stderr, flowed.clone()));
-        }
-        if let Some(pty) = pty {
-            readers.push(pump_pty(handle.clone(), pty, flowed.clone()));
-        }
+        let sources =
+            [stdout.map(|r| Source::Pipe(r, Output::Stdout)), stderr.map(|r| Source::Pipe(r, Output::Stderr))]
+                .into_iter()
+                .chain([pty.map(Source::Pty)])
+                .flatten();
+        let readers = sources.map(|source| pump(handle.clone(), source, flowed.clone())).collect();
         tokio::spawn(supervise(self.inner.clone(), handle.clone(), exit, readers, flowed));
         if let Some(lifetime) = lifetime {
             let inner = self.inner.clone();
@@ -206,36 +202,39 @@ fn signal_group(pid: u32, sig: Signal) {
     }
 }
 
-fn pump_pipe(
-    handle: Arc<Handle>,
-    mut rx: pipe::Receiver,
-    kind: fn(bytes::Bytes) -> Output,
-    flowed: Arc<AtomicU64>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match rx.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    flowed.fetch_add(n as u64, Ordering::Relaxed);
-                    handle.publish(kind(bytes_of(&buf[..n]))).await;
-                }
-            }
-        }
-    })
+/// One output of a process: a pipe (stdout or stderr) or the pty master.
+enum Source {
+    Pipe(pipe::Receiver, fn(bytes::Bytes) -> Output),
+    Pty(Arc<pty::PtyMaster>),
 }
 
-fn pump_pty(handle: Arc<Handle>, pty: Arc<pty::PtyMaster>, flowed: Arc<AtomicU64>) -> JoinHandle<()> {
+impl Source {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        match self {
+            Source::Pipe(rx, _) => rx.read(buf).await,
+            Source::Pty(pty) => pty.read(buf).await,
+        }
+    }
+
+    fn event(&self, data: bytes::Bytes) -> Output {
+        match self {
+            Source::Pipe(_, kind) => kind(data),
+            Source::Pty(_) => Output::Pty(data),
+        }
+    }
+}
+
+/// Forwards one output to the process's listeners until end-of-file.
+fn pump(handle: Arc<Handle>, mut source: Source, flowed: Arc<AtomicU64>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match pty.read(&mut buf).await {
+            match source.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     flowed.fetch_add(n as u64, Ordering::Relaxed);
-                    handle.publish(Output::Pty(bytes_of(&buf[..n]))).await;
+                    handle.publish(source.event(bytes_of(&buf[..n]))).await;
                 }
             }
         }

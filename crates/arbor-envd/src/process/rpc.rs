@@ -19,7 +19,6 @@ use arbor_proto::{
     },
 };
 use axum::{
-    body::Body,
     extract::{Path, State},
     response::Response,
 };
@@ -33,12 +32,8 @@ pub async fn serve(
     State(envd): State<Arc<Envd>>,
     Path(method): Path<String>,
     headers: HeaderMap,
-    body: Body,
+    call: Call,
 ) -> Response {
-    let call = match Call::new(&headers, body) {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
     let e = envd.clone();
     match method.as_str() {
         "Start" => {
