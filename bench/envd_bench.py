@@ -130,7 +130,7 @@ def main() -> int:
     rows = []
     try:
         time.sleep(0.5)  # let start-up allocations settle before the first RSS reading
-        rss_start = envd.rss_kib()
+        rss_start = (envd.rss_kib(), envd.anon_kib())
         sbx = Sandbox.create(debug=True, sandbox_url=envd.url)
 
         log(f"commands.run('true') x{args.runs} through the SDK")
@@ -142,13 +142,24 @@ def main() -> int:
             floor = time_calls(lambda: unary(client, "/process.Process/List", {}).raise_for_status(), args.runs, args.warmup)
             log("raw Connect Start of /bin/true (no shell)")
             raw_true = time_calls(lambda: check_raw(start_direct(client, ["/bin/true"])), args.runs, args.warmup)
-        rss_after_runs = envd.rss_kib()
+        rss_after_runs = (envd.rss_kib(), envd.anon_kib())
+        # The peer: the same commands spawned directly by this process as uid 1000 (no daemon, no HTTP).
+        # The ratio envd/direct is what the daemon adds on this host.
+        home = str(envd.home)
+        env = {"HOME": home, "USER": "user", "LOGNAME": "user", "PATH": "/usr/local/bin:/usr/bin:/bin"}
+        direct = dict(user=1000, group=1000, extra_groups=[], env=env, cwd=home, stdin=subprocess.DEVNULL,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True)
+        log("direct spawn of `bash -l -c true` and /bin/true (the peer)")
+        direct_bash = time_calls(lambda: subprocess.run(["/bin/bash", "-l", "-c", "true"], **direct), args.runs, args.warmup)
+        direct_true = time_calls(lambda: subprocess.run(["/bin/true"], **direct), args.runs, args.warmup)
 
         for name, ms, target in [
             ("SDK `commands.run(\"true\")` (bash -l -c)", sdk, TARGET_RUN_P50_MS),
             ("raw Connect Start, `bash -l -c true`", raw_bash, None),
             ("raw Connect Start, `/bin/true`", raw_true, None),
             ("raw unary `process.Process/List` (HTTP floor)", floor, None),
+            ("peer: direct spawn, `bash -l -c true`", direct_bash, None),
+            ("peer: direct spawn, `/bin/true`", direct_true, None),
         ]:
             p50 = percentile(ms, 50)
             mark = "" if target is None else (" ✓" if p50 <= target else f" ✗ (target ≤ {target} ms)")
@@ -157,20 +168,28 @@ def main() -> int:
                  f" · max {ms[-1]:.2f} (n={len(ms)})")
             )
 
+        for name, ours, peer in [
+            ("ratio SDK run / direct spawn, `bash -l -c true` (p50)", sdk, direct_bash),
+            ("ratio raw Start / direct spawn, `/bin/true` (p50)", raw_true, direct_true),
+        ]:
+            rows.append((name, f"{percentile(ours, 50) / percentile(peer, 50):.2f}× "
+                               f"(+{percentile(ours, 50) - percentile(peer, 50):.2f} ms)"))
+
         try:
             rows += transfer_rows(sbx, envd, args)
         except Exception as e:  # a failing section is reported, the rest still runs
             rows.append((f"SDK `files.write`/`files.read` {args.size_mb} MiB", f"failed: {str(e)[:120]}"))
 
         time.sleep(1.0)
-        rss_end = envd.rss_kib()
+        rss_end = (envd.rss_kib(), envd.anon_kib())
         for name, kib in [
             ("daemon RSS, idle after start", rss_start),
             ("daemon RSS, after the command runs", rss_after_runs),
             ("daemon RSS, idle after transfers", rss_end),
         ]:
-            mark = " ✓" if kib <= TARGET_RSS_KIB else f" ✗ (target ≤ {TARGET_RSS_KIB // 1024} MiB)"
-            rows.append((name, f"{kib / 1024:.2f} MiB{mark}"))
+            rss, anon = kib
+            mark = " ✓" if rss <= TARGET_RSS_KIB else f" ✗ (target ≤ {TARGET_RSS_KIB // 1024} MiB)"
+            rows.append((name, f"{rss / 1024:.2f} MiB{mark} · private (RssAnon) {anon / 1024:.2f} MiB"))
     finally:
         envd.stop()
         shutil.rmtree(envd.base, ignore_errors=True)

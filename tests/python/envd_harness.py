@@ -93,6 +93,14 @@ class Envd:
         except OSError:
             return ""
 
+    def anon_kib(self) -> int:
+        """Private (anonymous) resident memory of the daemon: what each sandbox's envd costs on its own,
+        since the text pages of the one binary are shared page cache across all sandboxes."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+        raise RuntimeError("no RssAnon in /proc/<pid>/status")
+
     def rss_kib(self) -> int:
         """Resident set size of the daemon, from /proc/<pid>/status."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

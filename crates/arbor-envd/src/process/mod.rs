@@ -126,18 +126,7 @@ impl Processes {
                 .chain([pty.map(Source::Pty)])
                 .flatten();
         let readers = sources.map(|source| pump(handle.clone(), source, flowed.clone())).collect();
-        tokio::spawn(supervise(self.inner.clone(), handle.clone(), exit, readers, flowed));
-        if let Some(lifetime) = lifetime {
-            let inner = self.inner.clone();
-            let weak = Arc::downgrade(&handle);
-            tokio::spawn(async move {
-                tokio::time::sleep(lifetime).await;
-                if let Some(h) = weak.upgrade().filter(|h| inner.table().contains_key(&h.pid)) {
-                    tracing::info!(pid = h.pid, "process lifetime (Connect-Timeout-Ms) elapsed; killing it");
-                    signal_group(h.pid, Signal::SIGKILL);
-                }
-            });
-        }
+        tokio::spawn(supervise(self.inner.clone(), handle.clone(), exit, lifetime, readers, flowed));
         Ok((handle, listener))
     }
 
@@ -241,16 +230,32 @@ fn pump(handle: Arc<Handle>, mut source: Source, flowed: Arc<AtomicU64>) -> Join
     })
 }
 
-/// Waits for the exit, lets the remaining output drain, then ends every
-/// listener's stream and forgets the process.
+/// Waits for the exit (killing the process when its `lifetime` passes), lets
+/// the remaining output drain, then ends every listener's stream and forgets
+/// the process.
 async fn supervise(
     inner: Arc<Inner>,
     handle: Arc<Handle>,
-    exit: tokio::sync::oneshot::Receiver<Exit>,
+    mut exit: tokio::sync::oneshot::Receiver<Exit>,
+    lifetime: Option<Duration>,
     readers: Vec<JoinHandle<()>>,
     flowed: Arc<AtomicU64>,
 ) {
-    let exit = exit.await.unwrap_or(Exit::Code(-1));
+    let exited = match lifetime {
+        Some(lifetime) => tokio::time::timeout(lifetime, &mut exit).await.ok(),
+        None => None,
+    };
+    let exit = match exited {
+        Some(status) => status,
+        None => {
+            if lifetime.is_some() {
+                tracing::info!(pid = handle.pid, "process lifetime (Connect-Timeout-Ms) elapsed; killing it");
+                signal_group(handle.pid, Signal::SIGKILL);
+            }
+            exit.await
+        }
+    }
+    .unwrap_or(Exit::Code(-1));
     let mut readers = std::pin::pin!(futures::future::join_all(readers));
     loop {
         let before = flowed.load(Ordering::Relaxed);
