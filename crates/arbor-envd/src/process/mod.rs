@@ -51,11 +51,17 @@ pub struct Processes {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     table: Mutex<HashMap<u32, Arc<Handle>>>,
     reaper: Arc<Reaper>,
     emptied: tokio::sync::Notify,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self { table: Mutex::default(), reaper: Reaper::global(), emptied: tokio::sync::Notify::new() }
+    }
 }
 
 impl Inner {
@@ -65,7 +71,7 @@ impl Inner {
 }
 
 impl Processes {
-    /// Starts the SIGCHLD loop; call once, inside the runtime.
+    /// Starts the process-wide SIGCHLD loop (idempotent).
     pub fn start_reaper(&self) -> std::io::Result<()> {
         self.inner.reaper.start()
     }

@@ -4,6 +4,10 @@
 //! to envd. Exit statuses of processes envd started are handed to their
 //! supervisors; the rest are dropped. Spawning takes the same lock, so a
 //! child that exits at once is never reaped before its pid is registered.
+//!
+//! SIGCHLD and `waitpid(-1)` belong to the whole process, so there is one
+//! reaper per process, on a thread of its own: it outlives any runtime that
+//! starts it (several envd routers in one test binary share it).
 
 use super::exit::Exit;
 use nix::{
@@ -13,7 +17,7 @@ use nix::{
 };
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
 };
 use tokio::sync::oneshot;
 
@@ -32,19 +36,54 @@ impl Reaper {
         self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts the SIGCHLD loop on the current tokio runtime.
+    /// The process's reaper.
+    pub fn global() -> Arc<Reaper> {
+        static REAPER: OnceLock<Arc<Reaper>> = OnceLock::new();
+        REAPER.get_or_init(Arc::default).clone()
+    }
+
+    /// Starts the SIGCHLD loop on its own thread; later calls do nothing.
     pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
-        let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+        static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
         let reaper = self.clone();
-        tokio::spawn(async move {
+        STARTED
+            .get_or_init(move || {
+                let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name("arbor-reaper".into())
+                    .spawn(move || reaper.run(ready_tx))
+                    .map_err(|e| e.to_string())?;
+                ready_rx.recv().map_err(|e| e.to_string())?
+            })
+            .clone()
+            .map_err(std::io::Error::other)
+    }
+
+    /// The reaper thread: a small runtime for the SIGCHLD stream.
+    fn run(self: Arc<Self>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready.send(Err(format!("reaper runtime: {e}")));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("SIGCHLD handler: {e}")));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(()));
             loop {
-                reaper.reap();
+                self.reap();
                 if sigchld.recv().await.is_none() {
                     break;
                 }
             }
         });
-        Ok(())
     }
 
     /// Reaps every child that has exited.

@@ -65,6 +65,7 @@ impl Fixture {
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         let envd = Arc::new(Envd::new(&config));
+        envd.processes.start_reaper().unwrap();
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = server::router(envd.clone());
