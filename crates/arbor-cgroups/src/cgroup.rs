@@ -106,6 +106,21 @@ impl Cgroup {
         self.dirs().iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
+    /// Opens every `cgroup.procs` file now, so that a child can join between fork and exec with
+    /// [`ProcsFds::join_current`], which only calls `write(2)`.
+    pub fn open_procs(&self) -> Result<ProcsFds> {
+        let mut fds = Vec::new();
+        for path in self.procs_paths() {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| Error::io("open", &path, e))?;
+            fds.push(OwnedFd::from(file));
+        }
+        Ok(ProcsFds { fds })
+    }
+
     /// A directory fd of the cgroup for `clone3(CLONE_INTO_CGROUP)`. Only on v2, where that one
     /// directory is the whole cgroup; on v1 (hybrid too) use [`Cgroup::procs_paths`] instead.
     pub fn clone_into_fd(&self) -> Result<Option<OwnedFd>> {
@@ -353,6 +368,24 @@ impl Cgroup {
     /// True if any of the cgroup's directories exists.
     pub fn exists(&self) -> bool {
         self.dirs().iter().any(|d| d.exists())
+    }
+}
+
+/// The `cgroup.procs` files of one cgroup, opened ahead of a fork (see [`Cgroup::open_procs`]).
+#[derive(Debug)]
+pub struct ProcsFds {
+    fds: Vec<OwnedFd>,
+}
+
+impl ProcsFds {
+    /// Moves the calling process into the cgroup in every hierarchy (`0` names the writer).
+    /// Async-signal-safe: no allocation, only `write(2)`, so it may run in a forked child of a
+    /// multi-threaded parent (e.g. from `Command::pre_exec`).
+    pub fn join_current(&self) -> std::result::Result<(), Errno> {
+        for fd in &self.fds {
+            nix::unistd::write(fd, b"0")?;
+        }
+        Ok(())
     }
 }
 

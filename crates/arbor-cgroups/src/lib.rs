@@ -31,7 +31,7 @@ mod hierarchy;
 mod limits;
 mod mountinfo;
 
-pub use cgroup::{Cgroup, Stats};
+pub use cgroup::{Cgroup, ProcsFds, Stats};
 pub use error::{Error, Result};
 pub use hierarchy::Hierarchy;
 pub use limits::{Limits, Version, CPU_PERIOD_US};

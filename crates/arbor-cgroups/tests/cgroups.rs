@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -61,6 +62,29 @@ fn added_process_is_listed() {
     assert!(eventually(Duration::from_secs(2), || cg
         .stats()
         .is_ok_and(|s| s.pids_current >= 1 && s.memory_current > 0)));
+}
+
+#[test]
+fn child_joins_before_exec() {
+    let Some(h) = hierarchy("child_joins_before_exec") else {
+        return;
+    };
+    let mut g = Guard::new(h, "join");
+    let cg = g.create("sb", &Limits { pids: Some(4), ..Limits::default() });
+    let fds = cg.open_procs().expect("open procs");
+    let mut cmd = Command::new("sleep");
+    cmd.arg("30");
+    // SAFETY: the closure only calls write(2) on fds opened before the fork; it neither
+    // allocates nor takes locks, so it is sound in the child of a multi-threaded process.
+    unsafe {
+        cmd.pre_exec(move || fds.join_current().map_err(std::io::Error::from));
+    }
+    let child = cmd.spawn().expect("spawn");
+    let pid = i32::try_from(child.id()).expect("pid");
+    g.children.push(child);
+    assert_eq!(cg.pids().expect("pids"), vec![pid]);
+    let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("read");
+    assert!(membership.contains(&format!("pids:/{}/sb", g.parent)), "{membership}");
 }
 
 #[test]

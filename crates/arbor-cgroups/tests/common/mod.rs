@@ -1,8 +1,10 @@
 //! Shared helpers: unique names, a cleanup guard, spawning children inside a cgroup.
 
+use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,11 +17,46 @@ pub fn hierarchy(test: &str) -> Option<Hierarchy> {
         return None;
     }
     match Hierarchy::detect() {
-        Ok(h) => Some(h),
+        Ok(h) => {
+            static SWEEP: Once = Once::new();
+            SWEEP.call_once(|| sweep_dead_runs(&h));
+            Some(h)
+        }
         Err(e) => {
             eprintln!("skipping {test}: {e}");
             None
         }
+    }
+}
+
+/// Removes test parents left by an earlier run that was killed before its guards ran (their
+/// names carry the pid of a process that no longer exists).
+fn sweep_dead_runs(h: &Hierarchy) {
+    let mut roots = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        roots.extend(entries.flatten().map(|e| e.path()));
+    }
+    let mut stale = BTreeSet::new();
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for name in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
+            let Some(rest) = name.strip_prefix("arbor-test-") else {
+                continue;
+            };
+            let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                stale.insert(name);
+            }
+        }
+    }
+    for parent in stale {
+        eprintln!("removing {parent}, left by a killed test run");
+        if let Err(e) = h.cleanup_stale(&parent, &HashSet::new()) {
+            eprintln!("cleanup of {parent}: {e}");
+        }
+        let _ = h.remove_parent(&parent);
     }
 }
 
