@@ -24,6 +24,8 @@
 //!
 //! External crates: `nix` (signals; already in the workspace) and `thiserror` (errors).
 
+#![warn(missing_docs)]
+
 mod cgroup;
 mod error;
 mod fsutil;
