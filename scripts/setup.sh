@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything Arbor needs on a fresh Debian bookworm machine (as root), then starts it.
+# Installs everything Arbor needs on a fresh Debian bookworm machine (as root): Debian packages, CRIU >= 4,
+# the static envd, the SDK test environments. Then starts it.
 #
 #   bash scripts/setup.sh              install, then run arbor-envd in the foreground on 127.0.0.1:49983
 #   bash scripts/setup.sh --no-start   install only
@@ -125,6 +126,8 @@ run_envd() {
 
 install_debian_packages
 check_toolchains
+# Memory checkpoints (pause, resume, clone, snapshots) need CRIU >= 4, built from source once.
+bash "$ROOT/scripts/build-criu.sh"
 build_envd
 python_venv
 node_modules
