@@ -1,0 +1,57 @@
+//! Runtime errors.
+
+use std::path::PathBuf;
+
+/// What creating, running or destroying a sandbox can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec is unusable.
+    #[error("invalid sandbox spec: {0}")]
+    InvalidSpec(String),
+    /// A sandbox with this id exists already.
+    #[error("sandbox {0} already exists")]
+    AlreadyExists(String),
+    /// No sandbox with this id.
+    #[error("sandbox {0} not found")]
+    NotFound(String),
+    /// A file-system step failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: &'static str,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// The cgroup layer failed.
+    #[error(transparent)]
+    Cgroup(#[from] arbor_cgroups::Error),
+    /// The launcher failed before envd started; its message says where.
+    #[error("launching the sandbox failed: {0}")]
+    Launch(String),
+}
+
+impl Error {
+    /// An I/O error on `path` while doing `what`.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io { what, path, source }
+    }
+
+    /// A failed system call.
+    pub fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> Self {
+        move |source| Error::Sys { what, source }
+    }
+}
+
+/// Result alias for the runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

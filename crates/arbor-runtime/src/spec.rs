@@ -1,0 +1,54 @@
+//! What a sandbox is made of.
+
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, path::PathBuf};
+
+/// A sandbox as the node agent asks for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Sandbox id: `[a-z0-9-]`, at most 64 characters; names the cgroup and dirs.
+    pub id: String,
+    /// Immutable root-filesystem layers, top first (overlay `lowerdir` order).
+    pub layers: Vec<PathBuf>,
+    /// Hostname inside the sandbox.
+    pub hostname: String,
+    /// Environment variables for envd and every process it starts.
+    pub env: BTreeMap<String, String>,
+    /// The envd access token.
+    pub access_token: Option<String>,
+    /// vCPUs (1–8).
+    pub vcpus: u32,
+    /// Memory limit in MiB.
+    pub memory_mib: u64,
+    /// Process limit.
+    pub pids: u64,
+    /// A network namespace to join (from the network layer); `None` gives the
+    /// sandbox an empty one with only loopback.
+    pub netns: Option<PathBuf>,
+}
+
+/// What `arbor-launch` gets on stdin: the spec resolved to host paths.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// Lower layers, top first.
+    pub layers: Vec<PathBuf>,
+    /// The sandbox's writable upper dir.
+    pub upper: PathBuf,
+    /// overlayfs work dir (same file system as `upper`).
+    pub work: PathBuf,
+    /// Where the merged root is mounted (inside the sandbox's mount namespace only).
+    pub rootfs: PathBuf,
+    /// The static envd binary on the host, bind-mounted read-only.
+    pub envd: PathBuf,
+    /// Hostname.
+    pub hostname: String,
+    /// Environment for envd.
+    pub env: BTreeMap<String, String>,
+    /// `cgroup.procs` files the launcher joins before creating namespaces.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Network namespace to join, if any.
+    pub netns: Option<PathBuf>,
+}
+
+/// Where envd sits inside every sandbox.
+pub const ENVD_PATH: &str = "/.arbor/envd";

@@ -1,0 +1,180 @@
+//! Real sandboxes from a tiny busybox layer: envd runs as PID 1 in its own
+//! namespaces and cgroup, sees none of the host, and destroy leaves nothing.
+//! Needs root, overlayfs, Debian's busybox-static and the static envd
+//! (scripts/setup.sh builds it); skipped with a notice otherwise.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use arbor_runtime::{linux::LinuxDriver, Driver, SandboxSpec};
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::TcpStream,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+fn envd_bin() -> PathBuf {
+    std::env::var_os("ARBOR_ENVD_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/x86_64-unknown-linux-gnu/release/arbor-envd")
+    })
+}
+
+/// A one-layer root file system: busybox and a passwd with root.
+fn busybox_layer(dir: &Path) -> PathBuf {
+    let layer = dir.join("layer");
+    for d in ["bin", "etc", "tmp", "root"] {
+        std::fs::create_dir_all(layer.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", layer.join("bin/busybox")).unwrap();
+    for applet in ["sh", "ls", "cat", "echo", "hostname", "ps", "grep", "wc", "sleep", "id", "head"] {
+        symlink("busybox", layer.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(layer.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(layer.join("etc/group"), "root:x:0:\n").unwrap();
+    layer
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    driver: LinuxDriver,
+    layer: PathBuf,
+}
+
+fn setup() -> Option<Setup> {
+    let missing = if !nix::unistd::geteuid().is_root() {
+        Some("root")
+    } else if !Path::new("/bin/busybox").exists() {
+        Some("/bin/busybox (busybox-static)")
+    } else if !envd_bin().exists() {
+        Some("the static envd (scripts/setup.sh --no-start)")
+    } else {
+        None
+    };
+    if let Some(what) = missing {
+        eprintln!("skipping: needs {what}");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = busybox_layer(tmp.path());
+    let driver =
+        LinuxDriver::new(&tmp.path().join("data"), envd_bin(), env!("CARGO_BIN_EXE_arbor-launch").into()).unwrap();
+    Some(Setup { _tmp: tmp, driver, layer })
+}
+
+fn spec(id: &str, layer: &Path) -> SandboxSpec {
+    SandboxSpec {
+        id: id.into(),
+        layers: vec![layer.to_path_buf()],
+        hostname: format!("sbx-{id}"),
+        env: BTreeMap::from([("ARBOR_ENVD_DEFAULT_USER".to_string(), "root".to_string())]),
+        access_token: None,
+        vcpus: 1,
+        memory_mib: 256,
+        pids: 128,
+        netns: None,
+    }
+}
+
+/// Connects to envd inside the sandbox's network namespace.
+fn connect(init_pid: u32) -> TcpStream {
+    let ns = std::fs::File::open(format!("/proc/{init_pid}/ns/net")).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        TcpStream::connect("127.0.0.1:49983").unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Runs `script` through envd's Start (HTTP/1.0, so the body ends at close).
+fn run(init_pid: u32, script: &str) -> String {
+    let msg = serde_json::json!({"process": {"cmd": "/bin/sh", "args": ["-c", script]}, "stdin": false}).to_string();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(msg.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(msg.as_bytes());
+    let mut s = connect(init_pid);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST /process.Process/Start HTTP/1.0\r\nContent-Type: application/connect+json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn sandbox_isolation_and_cleanup() {
+    let Some(s) = setup() else { return };
+    let sbx = s.driver.create(&spec("iso-1", &s.layer)).unwrap();
+    let root = PathBuf::from(format!("/proc/{}/root", sbx.init_pid));
+
+    let script = "hostname > /r.host; cat /proc/1/cmdline > /r.init; ls /proc | grep -c '^[0-9]' > /r.pids; \
+                  ls /work > /r.work 2>&1; id -u > /r.uid; echo ok > /r.done";
+    let resp = run(sbx.init_pid, script);
+    assert!(resp.contains("exit status"), "{resp}");
+    let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap_or_default().trim().to_string();
+    assert_eq!(read("r.done"), "ok", "{resp}");
+    assert_eq!(read("r.host"), "sbx-iso-1");
+    assert!(read("r.init").starts_with("arbor-envd"), "PID 1 is {:?}", read("r.init"));
+    let pids: u32 = read("r.pids").parse().unwrap();
+    assert!(pids <= 4, "the sandbox sees {pids} processes");
+    assert!(read("r.work").contains("No such file"), "host files visible: {}", read("r.work"));
+    assert_eq!(read("r.uid"), "0");
+    // The overlay and everything else mounted for it stay inside its mount namespace.
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host_mounts.contains("iso-1"), "a sandbox mount leaked to the host");
+    // Writes land in the sandbox's upper dir, never in the shared layer.
+    assert!(!s.layer.join("r.done").exists());
+
+    let list = s.driver.list().unwrap();
+    assert_eq!(list, vec!["iso-1".to_string()]);
+    s.driver.destroy("iso-1").unwrap();
+    // envd is dead: gone, or a zombie until its new parent (whoever adopted it
+    // when arbor-launch exited; the node agent will be a subreaper) reaps it.
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", sbx.init_pid)).unwrap_or_default();
+    assert!(state.is_empty() || state.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')), "envd survived destroy");
+    assert!(s.driver.list().unwrap().is_empty());
+    assert!(
+        !Path::new("/sys/fs/cgroup/memory/arbor/iso-1").exists() && !Path::new("/sys/fs/cgroup/arbor/iso-1").exists()
+    );
+    assert!(matches!(s.driver.destroy("iso-1"), Err(arbor_runtime::Error::NotFound(_))));
+}
+
+#[test]
+fn two_sandboxes_do_not_see_each_other() {
+    let Some(s) = setup() else { return };
+    let a = s.driver.create(&spec("pair-a", &s.layer)).unwrap();
+    let b = s.driver.create(&spec("pair-b", &s.layer)).unwrap();
+    run(a.init_pid, "echo secret-a > /tmp/mine");
+    run(b.init_pid, "ls /tmp > /r.tmp; ps > /r.ps");
+    let seen = std::fs::read_to_string(format!("/proc/{}/root/r.tmp", b.init_pid)).unwrap();
+    assert!(!seen.contains("mine"), "b sees a's files: {seen}");
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{}/ns/net", a.init_pid)).unwrap(),
+        std::fs::read_link(format!("/proc/{}/ns/net", b.init_pid)).unwrap()
+    );
+    s.driver.destroy("pair-a").unwrap();
+    s.driver.destroy("pair-b").unwrap();
+}
+
+#[test]
+fn bad_specs_are_refused_and_leave_nothing() {
+    let Some(s) = setup() else { return };
+    let mut bad = spec("Bad_Id", &s.layer);
+    assert!(matches!(s.driver.create(&bad), Err(arbor_runtime::Error::InvalidSpec(_))));
+    bad = spec("nolayer", &s.layer);
+    bad.layers = vec![PathBuf::from("/nonexistent-layer")];
+    let err = s.driver.create(&bad).unwrap_err();
+    assert!(matches!(err, arbor_runtime::Error::Launch(_)), "{err}");
+    assert!(err.to_string().contains("overlay"), "{err}");
+    assert!(s.driver.list().unwrap().is_empty(), "a failed create left its dir");
+    assert!(!Path::new("/sys/fs/cgroup/memory/arbor/nolayer").exists());
+    let mut cpus = spec("cpus", &s.layer);
+    cpus.vcpus = 9;
+    assert!(matches!(s.driver.create(&cpus), Err(arbor_runtime::Error::InvalidSpec(_))));
+}
