@@ -32,7 +32,8 @@ done
 # than by package, since a machine may carry a newer Node.js than Debian's.
 install_debian_packages() {
     step "Debian packages"
-    local wanted=(build-essential pkg-config ca-certificates file procps python3 python3-venv git busybox-static)
+    local wanted=(build-essential pkg-config ca-certificates file procps python3 python3-venv git nftables iproute2
+        busybox-static)
     command -v node >/dev/null 2>&1 || wanted+=(nodejs)
     command -v npm >/dev/null 2>&1 || wanted+=(npm)
     local missing=()
