@@ -58,6 +58,15 @@ pub enum Error {
         /// The references that name it.
         refs: Vec<String>,
     },
+    /// A tree to delete has a filesystem mounted inside it (a build killed half-way can leave
+    /// one); deleting through it could destroy the mounted filesystem's files.
+    #[error("{path} has a filesystem mounted at {mount}; unmount it first")]
+    Mounted {
+        /// The tree.
+        path: PathBuf,
+        /// The mount point inside it.
+        mount: PathBuf,
+    },
     /// A manifest could not be read or written.
     #[error("manifest {path}: {source}")]
     Manifest {

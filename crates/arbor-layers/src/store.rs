@@ -336,8 +336,12 @@ fn sync_dir(path: &Path) -> Result<()> {
 }
 
 /// Deletes a tree that may hold read-only directories, which even their owner cannot empty
-/// without CAP_DAC_OVERRIDE: give each directory u+rwx first.
+/// without CAP_DAC_OVERRIDE: give each directory u+rwx first. Refuses when something is mounted
+/// inside it.
 fn remove_tree(path: &Path) -> Result<()> {
+    if let Some(mount) = mount_under(path)? {
+        return Err(Error::Mounted { path: path.to_path_buf(), mount });
+    }
     for entry in WalkDir::new(path).follow_links(false) {
         let entry = entry.map_err(|e| Error::io("walk", path, e.into()))?;
         if entry.file_type().is_dir() {
@@ -350,9 +354,64 @@ fn remove_tree(path: &Path) -> Result<()> {
     fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e))
 }
 
+/// The first mount point at or below `path`, from /proc/self/mountinfo.
+fn mount_under(path: &Path) -> Result<Option<PathBuf>> {
+    let path = fs::canonicalize(path).map_err(|e| Error::io("resolve", path, e))?;
+    let info = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(info).map_err(|e| Error::io("read", info, e))?;
+    Ok(text.lines().filter_map(|line| line.split(' ').nth(4)).map(unescape_mount_path).find(|m| m.starts_with(&path)))
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash as `\ooo` (octal).
+fn unescape_mount_path(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |acc, c| acc.wrapping_mul(8).wrapping_add(c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(unescape_mount_path("/a\\040b\\011c"), Path::new("/a b\tc"));
+        assert_eq!(unescape_mount_path("/plain"), Path::new("/plain"));
+    }
+
+    #[test]
+    fn trees_with_mounts_are_not_removed() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("notice: not root; mount part skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        fs::create_dir_all(&sub).unwrap();
+        let mount = |args: &[&str]| std::process::Command::new(args[0]).args(&args[1..]).status().unwrap().success();
+        assert!(mount(&["mount", "-t", "tmpfs", "tmpfs", sub.to_str().unwrap()]));
+        fs::write(sub.join("precious"), "x").unwrap();
+        let refused = remove_tree(dir.path());
+        assert!(mount(&["umount", sub.to_str().unwrap()]));
+        assert!(matches!(refused, Err(Error::Mounted { mount, .. }) if mount == fs::canonicalize(&sub).unwrap()));
+        remove_tree(dir.path()).unwrap();
+        assert!(!dir.path().exists());
+    }
 
     #[test]
     fn ref_names() {
