@@ -53,7 +53,8 @@ impl LayerStore {
     ///
     /// The tree is consumed: it is renamed (never copied) into a private staging dir, hashed there,
     /// and the staging dir is renamed to `layers/<id>`, mode 0555. If that layer already exists (the
-    /// same content was imported before, or concurrently), the new copy is discarded. On failure
+    /// same content was imported before, or concurrently), the new copy is discarded, unless the
+    /// existing one no longer verifies, in which case the new copy replaces it. On failure
     /// before that point the tree is moved back to `path`.
     pub fn import_dir(&self, path: &Path) -> Result<LayerId> {
         let meta = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
@@ -88,18 +89,36 @@ impl LayerStore {
         write_json(&staging.join(LAYER_JSON), &info)?;
         set_mode(staging, 0o555)?;
         let dest = self.layer_dir(&digest.id);
-        match fs::rename(staging, &dest) {
-            Ok(()) => {
-                sync_dir(&self.root.join(LAYERS))?;
-                Ok(digest.id)
+        // At most two tries: the second after moving aside a copy that no longer verifies.
+        for _ in 0..2 {
+            match fs::rename(staging, &dest) {
+                Ok(()) => {
+                    sync_dir(&self.root.join(LAYERS))?;
+                    return Ok(digest.id);
+                }
+                // rename(2) onto a non-empty directory: the layer is already there. Keep it if it
+                // is intact; a tampered one is replaced by the fresh copy.
+                Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EEXIST) | Some(nix::libc::ENOTEMPTY)) => {
+                    match self.verify(&digest.id) {
+                        Ok(()) => {
+                            remove_tree(staging)?;
+                            return Ok(digest.id);
+                        }
+                        Err(Error::Tampered { .. }) => self.discard(&dest)?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(Error::io("rename into place", &dest, e)),
             }
-            // rename(2) onto a non-empty directory: the layer is already there.
-            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EEXIST) | Some(nix::libc::ENOTEMPTY)) => {
-                remove_tree(staging)?;
-                Ok(digest.id)
-            }
-            Err(e) => Err(Error::io("rename into place", &dest, e)),
         }
+        Err(Error::io("rename into place", &dest, std::io::Error::from(ErrorKind::AlreadyExists)))
+    }
+
+    /// Makes a layer dir vanish with one rename, then deletes it.
+    fn discard(&self, dir: &Path) -> Result<()> {
+        let doomed = self.tmp_name("remove");
+        fs::rename(dir, &doomed).map_err(|e| Error::io("move out of the store", dir, e))?;
+        remove_tree(&doomed)
     }
 
     /// Whether the store holds the layer.
@@ -162,13 +181,11 @@ impl LayerStore {
             return Err(Error::InUse { id: *id, refs: users });
         }
         let dir = self.layer_dir(id);
-        // One rename makes it vanish for readers; deleting the files can then take its time.
-        let doomed = self.tmp_name("remove");
-        match fs::rename(&dir, &doomed) {
-            Ok(()) => remove_tree(&doomed),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::LayerNotFound(*id)),
-            Err(e) => Err(Error::io("move out of the store", &dir, e)),
+        if !dir.exists() {
+            return Err(Error::LayerNotFound(*id));
         }
+        // One rename makes it vanish for readers; deleting the files can then take its time.
+        self.discard(&dir)
     }
 
     /// Reads a reference.

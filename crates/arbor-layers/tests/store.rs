@@ -194,6 +194,11 @@ fn verify_detects_tampering() {
     fs::set_permissions(root.join("usr/bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
     assert!(matches!(store.verify(&id), Err(Error::Tampered { .. })), "a setuid bit is tampering too");
 
+    // Importing the same content again repairs the tampered copy.
+    assert_eq!(store.import_dir(&make_tree(&store.tmp_dir().join("again"), true)).unwrap(), id);
+    store.verify(&id).unwrap();
+    assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+
     let missing: LayerId = format!("sha256-{}", "0".repeat(64)).parse().unwrap();
     assert!(matches!(store.verify(&missing), Err(Error::LayerNotFound(_))));
     assert!(matches!(store.path(&missing), Err(Error::LayerNotFound(_))));
