@@ -9,7 +9,8 @@
 # Every step is idempotent: it checks first and does nothing when the work is already done, so running
 # this again after a `git pull` only rebuilds what changed.
 #
-# Environment: CARGO_TARGET_DIR (default <repo>/target), ARBOR_ENVD_LISTEN (default 127.0.0.1:49983).
+# Environment: CARGO_TARGET_DIR (default <repo>/target), ARBOR_ENVD_LISTEN (default 127.0.0.1:49983),
+# ARBOR_DATA_DIR (default /var/lib/arbor: the layer store the base template is built into).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -80,6 +81,16 @@ build_envd() {
     note "$ENVD_BIN ($(du -h "$ENVD_BIN" | cut -f1), static)"
 }
 
+# The default sandbox template, built once into the node's layer store (docs/templates-base.md).
+base_template() {
+    step "base template (templates/base)"
+    if [ "$(id -u)" -ne 0 ]; then
+        note "not root: skipped (run scripts/build-base-template.sh as root)"
+        return
+    fi
+    bash "$ROOT/scripts/build-base-template.sh"
+}
+
 # A stamp of the requirements file makes a second run skip pip entirely.
 python_venv() {
     step "Python venv (.venv)"
@@ -130,6 +141,7 @@ check_toolchains
 # Memory checkpoints (pause, resume, clone, snapshots) need CRIU >= 4, built from source once.
 bash "$ROOT/scripts/build-criu.sh"
 build_envd
+base_template
 python_venv
 node_modules
 step "setup done"
