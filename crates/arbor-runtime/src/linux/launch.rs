@@ -75,9 +75,7 @@ pub fn run(spec: &LaunchSpec) -> Result<u32> {
 /// In the new PID namespace, as its PID 1: root file system, then exec envd.
 fn become_init(spec: &LaunchSpec) -> Result<std::convert::Infallible> {
     // stdout is the pipe the driver reads the pid from: envd must not hold
-    // it open. Its output goes to the log (stderr); stdin is /dev/null.
-    let null = File::open("/dev/null").map_err(Error::io("opening", "/dev/null"))?;
-    nix::unistd::dup2_stdin(&null).map_err(Error::sys("redirecting stdin"))?;
+    // it open. Until the pivot its output goes to the log (stderr).
     nix::unistd::dup2_stdout(std::io::stderr()).map_err(Error::sys("redirecting stdout"))?;
     mounts::make_private()?;
     mounts::overlay(&spec.layers, &spec.upper, &spec.work, &spec.rootfs)?;
@@ -85,6 +83,18 @@ fn become_init(spec: &LaunchSpec) -> Result<std::convert::Infallible> {
     dev::populate(&spec.rootfs.join("dev"))?;
     mounts::bind_envd(&spec.envd, &spec.rootfs)?;
     mounts::pivot_into(&spec.rootfs)?;
+    // From here on envd holds no descriptor of the host's: CRIU can only
+    // checkpoint files it can find in the sandbox's own mount tree. Failures
+    // still reach the driver through the report pipe.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(Error::io("opening", "/dev/null"))?;
+    nix::unistd::dup2_stdin(&null).map_err(Error::sys("redirecting stdin"))?;
+    nix::unistd::dup2_stdout(&null).map_err(Error::sys("redirecting stdout"))?;
+    nix::unistd::dup2_stderr(&null).map_err(Error::sys("redirecting stderr"))?;
+    drop(null);
     mounts::mask_proc()?;
     nix::unistd::sethostname(&spec.hostname).map_err(Error::sys("sethostname"))?;
     nix::unistd::setsid().map_err(Error::sys("setsid"))?;
