@@ -132,6 +132,14 @@ impl Call {
     }
 }
 
+/// The answer to a method `service` does not have: 404 with `unimplemented`.
+pub fn no_such_method(service: &str, method: &str) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        &ConnectError::new(Code::Unimplemented, format!("{service} has no method '{method}'")),
+    )
+}
+
 /// A unary error: the Connect code's HTTP status and a JSON body.
 pub fn error_response(status: StatusCode, err: &ConnectError) -> Response {
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], err.to_json().to_string())

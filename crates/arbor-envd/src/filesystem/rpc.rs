@@ -13,20 +13,17 @@ use crate::{
     state::Envd,
     users::{self, User},
 };
-use arbor_proto::{
-    connect::{Code, ConnectError},
-    filesystem::{
-        watch_dir_response, CreateWatcherRequest, CreateWatcherResponse, GetWatcherEventsRequest,
-        GetWatcherEventsResponse, ListDirRequest, ListDirResponse, MakeDirRequest, MakeDirResponse, MoveRequest,
-        MoveResponse, RemoveRequest, RemoveResponse, RemoveWatcherRequest, RemoveWatcherResponse, StatRequest,
-        StatResponse, WatchDirRequest, WatchDirResponse,
-    },
+use arbor_proto::filesystem::{
+    watch_dir_response, CreateWatcherRequest, CreateWatcherResponse, GetWatcherEventsRequest, GetWatcherEventsResponse,
+    ListDirRequest, ListDirResponse, MakeDirRequest, MakeDirResponse, MoveRequest, MoveResponse, RemoveRequest,
+    RemoveResponse, RemoveWatcherRequest, RemoveWatcherResponse, StatRequest, StatResponse, WatchDirRequest,
+    WatchDirResponse,
 };
 use axum::{
     extract::{Path, State},
     response::Response,
 };
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use std::{fs, io, path::PathBuf, sync::Arc};
 
 /// `POST /filesystem.Filesystem/{method}`.
@@ -74,10 +71,7 @@ pub async fn serve(
             })
             .await
         }
-        other => connect::error_response(
-            StatusCode::NOT_FOUND,
-            &ConnectError::new(Code::Unimplemented, format!("filesystem.Filesystem has no method '{other}'")),
-        ),
+        other => connect::no_such_method("filesystem.Filesystem", other),
     }
 }
 

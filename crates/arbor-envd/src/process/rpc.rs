@@ -116,10 +116,7 @@ pub async fn serve(
             .await
         }
         "StreamInput" => stream_input(e, call).await,
-        other => connect::error_response(
-            http::StatusCode::NOT_FOUND,
-            &ConnectError::new(Code::Unimplemented, format!("process.Process has no method '{other}'")),
-        ),
+        other => connect::no_such_method("process.Process", other),
     }
 }
 
