@@ -60,6 +60,13 @@ impl Envd {
         }
     }
 
+    /// The user an RPC request runs as: named by its `Authorization: Basic`
+    /// header, else the default user.
+    pub fn request_user(&self, headers: &http::HeaderMap) -> Result<User> {
+        let name = crate::auth::basic_user(headers)?;
+        self.user(name.as_deref())
+    }
+
     /// Resolves the user a request runs as: `name`, or the default user.
     pub fn user(&self, name: Option<&str>) -> Result<User> {
         match name {

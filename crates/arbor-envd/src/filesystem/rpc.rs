@@ -6,7 +6,6 @@ use super::{
     watch::{watch_stream, WatchSpec},
 };
 use crate::{
-    auth,
     connect::{self, Call},
     creds,
     error::{Error, Result},
@@ -36,7 +35,7 @@ pub async fn serve(
     let envd: &Envd = &envd;
     // Resolved lazily: GetWatcherEvents and RemoveWatcher carry no user and
     // must work even if the default user were missing.
-    let user = || request_user(envd, &headers);
+    let user = || envd.request_user(&headers);
     match method.as_str() {
         "Stat" => connect::unary(call, |req: StatRequest| stat(envd, user(), req)).await,
         "MakeDir" => connect::unary(call, |req: MakeDirRequest| make_dir(envd, user(), req)).await,
@@ -80,11 +79,6 @@ fn keepalive() -> WatchDirResponse {
 }
 
 /// The user named by the `Authorization` header, else the default user.
-fn request_user(envd: &Envd, headers: &HeaderMap) -> Result<User> {
-    let name = auth::basic_user(headers)?;
-    envd.user(name.as_deref())
-}
-
 async fn stat(envd: &Envd, user: Result<User>, req: StatRequest) -> Result<StatResponse> {
     let user = user?;
     let path = users::resolve_path(&user, &req.path);
