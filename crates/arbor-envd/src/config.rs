@@ -31,6 +31,12 @@ pub struct Config {
     /// (repeatable; `/init` can add more).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub envs: Vec<(String, String)>,
+
+    /// A descriptor inherited from the sandbox launcher: envd writes one byte
+    /// to it and closes it once it listens, so the host knows the sandbox is
+    /// ready without polling.
+    #[arg(long, env = "ARBOR_ENVD_READY_FD", hide = true)]
+    pub ready_fd: Option<i32>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

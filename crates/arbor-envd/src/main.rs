@@ -33,6 +33,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr().unwrap_or(config.listen);
+    if let Some(fd) = config.ready_fd {
+        signal_ready(fd);
+    }
     // Streams are many small frames: without NODELAY, Nagle and delayed ACKs
     // add ~40 ms to every short command.
     let listener = listener.tap_io(|tcp| {
@@ -65,6 +68,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
         } => tracing::info!("streams still open after shutdown; closing them"),
     }
     Ok(())
+}
+
+/// Tells the launcher that envd listens. The descriptor is closed afterwards:
+/// a checkpoint must find no host pipe in the sandbox.
+fn signal_ready(fd: i32) {
+    use std::{io::Write, os::fd::FromRawFd};
+    // Only a descriptor the launcher left open is worth touching.
+    // SAFETY: fcntl(F_GETFD) on any number is harmless.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 || fd <= 2 {
+        tracing::warn!(fd, "ready descriptor is not open; not signalling");
+        return;
+    }
+    // SAFETY: the launcher passed this descriptor to envd alone and nothing
+    // else in this process uses it; the File owns and closes it.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    if let Err(e) = pipe.write_all(b"R") {
+        tracing::warn!(fd, "signalling readiness: {e}");
+    }
 }
 
 /// envd lives in every sandbox, so its idle footprint counts more than the

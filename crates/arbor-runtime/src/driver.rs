@@ -1,6 +1,7 @@
 //! The interface between the node agent and an isolation technology.
 
 use crate::{spec::SandboxSpec, Result};
+use std::{collections::HashSet, net::Ipv4Addr};
 
 /// A running sandbox, as the driver reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,14 +10,34 @@ pub struct Sandbox {
     pub id: String,
     /// envd's pid as the host sees it (PID 1 inside).
     pub init_pid: u32,
+    /// The address the host reaches the sandbox's ports at (envd on 49983),
+    /// or `None` for a sandbox with only loopback.
+    pub host_addr: Option<Ipv4Addr>,
+}
+
+/// What the driver knows about a sandbox's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Whether its PID 1 (envd) still runs.
+    pub running: bool,
+    /// How many processes the kernel's OOM killer ended inside the sandbox.
+    pub oom_kills: u64,
 }
 
 /// Creates and destroys sandboxes on one host.
+#[async_trait::async_trait]
 pub trait Driver: Send + Sync {
-    /// Creates and starts a sandbox; returns once envd runs as its PID 1.
-    fn create(&self, spec: &SandboxSpec) -> Result<Sandbox>;
+    /// Creates and starts a sandbox; returns once envd listens. A failed
+    /// create leaves nothing behind.
+    async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox>;
     /// Kills everything in the sandbox and removes all it used on the host.
-    fn destroy(&self, id: &str) -> Result<()>;
+    async fn destroy(&self, id: &str) -> Result<()>;
+    /// Whether the sandbox still runs, and its OOM kills.
+    async fn status(&self, id: &str) -> Result<Status>;
     /// Ids of the sandboxes this driver finds on the host.
-    fn list(&self) -> Result<Vec<String>>;
+    async fn list(&self) -> Result<Vec<String>>;
+    /// Removes every sandbox (and every leftover of a crashed predecessor:
+    /// processes, cgroups, network namespaces, veths, rules, directories)
+    /// whose id is not in `keep`. Returns the ids removed.
+    async fn reconcile(&self, keep: &HashSet<String>) -> Result<Vec<String>>;
 }

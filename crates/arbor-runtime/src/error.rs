@@ -35,6 +35,9 @@ pub enum Error {
     /// The cgroup layer failed.
     #[error(transparent)]
     Cgroup(#[from] arbor_cgroups::Error),
+    /// The network layer failed.
+    #[error(transparent)]
+    Net(#[from] arbor_net::Error),
     /// The launcher failed before envd started; its message says where.
     #[error("launching the sandbox failed: {0}")]
     Launch(String),

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::PathBuf};
 
 /// A sandbox as the node agent asks for it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct SandboxSpec {
     /// Sandbox id: `[a-z0-9-]`, at most 64 characters; names the cgroup and dirs.
     pub id: String,
@@ -12,7 +12,7 @@ pub struct SandboxSpec {
     pub layers: Vec<PathBuf>,
     /// Hostname inside the sandbox.
     pub hostname: String,
-    /// Environment variables for envd and every process it starts.
+    /// Environment variables of every process envd starts.
     pub env: BTreeMap<String, String>,
     /// The envd access token.
     pub access_token: Option<String>,
@@ -22,9 +22,11 @@ pub struct SandboxSpec {
     pub memory_mib: u64,
     /// Process limit.
     pub pids: u64,
-    /// A network namespace to join (from the network layer); `None` gives the
-    /// sandbox an empty one with only loopback.
-    pub netns: Option<PathBuf>,
+    /// Disk limit of the sandbox's writable layer in MiB (`None`: unlimited).
+    pub disk_mib: Option<u64>,
+    /// A network with this egress policy (a veth to the host, reachable at
+    /// its own host address), or `None` for only loopback.
+    pub network: Option<arbor_net::Policy>,
 }
 
 /// What `arbor-launch` gets on stdin: the spec resolved to host paths.
@@ -42,11 +44,14 @@ pub struct LaunchSpec {
     pub envd: PathBuf,
     /// Hostname.
     pub hostname: String,
-    /// Environment for envd.
+    /// Environment variables of every process envd starts.
     pub env: BTreeMap<String, String>,
+    /// envd's access token.
+    pub access_token: Option<String>,
     /// `cgroup.procs` files the launcher joins before creating namespaces.
     pub cgroup_procs: Vec<PathBuf>,
-    /// Network namespace to join, if any.
+    /// Network namespace to join; without one the sandbox gets a new one
+    /// with only loopback.
     pub netns: Option<PathBuf>,
 }
 

@@ -4,7 +4,10 @@
 //! (scripts/setup.sh builds it); skipped with a notice otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use arbor_runtime::{linux::LinuxDriver, Driver, SandboxSpec};
+use arbor_runtime::{
+    linux::{Config, LinuxDriver},
+    Driver, SandboxSpec,
+};
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
@@ -41,7 +44,7 @@ struct Setup {
     layer: PathBuf,
 }
 
-fn setup() -> Option<Setup> {
+async fn setup() -> Option<Setup> {
     let missing = if !nix::unistd::geteuid().is_root() {
         Some("root")
     } else if !Path::new("/bin/busybox").exists() {
@@ -57,8 +60,14 @@ fn setup() -> Option<Setup> {
     }
     let tmp = tempfile::tempdir().unwrap();
     let layer = busybox_layer(tmp.path());
-    let driver =
-        LinuxDriver::new(&tmp.path().join("data"), envd_bin(), env!("CARGO_BIN_EXE_arbor-launch").into()).unwrap();
+    let driver = LinuxDriver::new(Config {
+        data_dir: tmp.path().join("data"),
+        envd: envd_bin(),
+        launcher: env!("CARGO_BIN_EXE_arbor-launch").into(),
+        network: None,
+    })
+    .await
+    .unwrap();
     Some(Setup { _tmp: tmp, driver, layer })
 }
 
@@ -67,12 +76,13 @@ fn spec(id: &str, layer: &Path) -> SandboxSpec {
         id: id.into(),
         layers: vec![layer.to_path_buf()],
         hostname: format!("sbx-{id}"),
-        env: BTreeMap::from([("ARBOR_ENVD_DEFAULT_USER".to_string(), "root".to_string())]),
+        env: BTreeMap::from([("SANDBOX_VAR".to_string(), "from-spec".to_string())]),
         access_token: None,
         vcpus: 1,
         memory_mib: 256,
         pids: 128,
-        netns: None,
+        disk_mib: None,
+        network: None,
     }
 }
 
@@ -87,7 +97,7 @@ fn connect(init_pid: u32) -> TcpStream {
     .unwrap()
 }
 
-/// Runs `script` through envd's Start (HTTP/1.0, so the body ends at close).
+/// Runs `script` as root through envd's Start (HTTP/1.0, so the body ends at close).
 fn run(init_pid: u32, script: &str) -> String {
     let msg = serde_json::json!({"process": {"cmd": "/bin/sh", "args": ["-c", script]}, "stdin": false}).to_string();
     let mut body = vec![0u8];
@@ -97,7 +107,8 @@ fn run(init_pid: u32, script: &str) -> String {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
-        "POST /process.Process/Start HTTP/1.0\r\nContent-Type: application/connect+json\r\nContent-Length: {}\r\n\r\n",
+        "POST /process.Process/Start HTTP/1.0\r\nContent-Type: application/connect+json\r\n\
+         Authorization: Basic cm9vdDo=\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -107,14 +118,14 @@ fn run(init_pid: u32, script: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[test]
-fn sandbox_isolation_and_cleanup() {
-    let Some(s) = setup() else { return };
-    let sbx = s.driver.create(&spec("iso-1", &s.layer)).unwrap();
+#[tokio::test]
+async fn sandbox_isolation_and_cleanup() {
+    let Some(s) = setup().await else { return };
+    let sbx = s.driver.create(&spec("iso-1", &s.layer)).await.unwrap();
     let root = PathBuf::from(format!("/proc/{}/root", sbx.init_pid));
 
     let script = "hostname > /r.host; cat /proc/1/cmdline > /r.init; ls /proc | grep -c '^[0-9]' > /r.pids; \
-                  ls /work > /r.work 2>&1; id -u > /r.uid; echo ok > /r.done";
+                  ls /work > /r.work 2>&1; id -u > /r.uid; echo $SANDBOX_VAR > /r.env; echo ok > /r.done";
     let resp = run(sbx.init_pid, script);
     assert!(resp.contains("exit status"), "{resp}");
     let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap_or_default().trim().to_string();
@@ -125,31 +136,30 @@ fn sandbox_isolation_and_cleanup() {
     assert!(pids <= 4, "the sandbox sees {pids} processes");
     assert!(read("r.work").contains("No such file"), "host files visible: {}", read("r.work"));
     assert_eq!(read("r.uid"), "0");
+    assert_eq!(read("r.env"), "from-spec");
     // The overlay and everything else mounted for it stay inside its mount namespace.
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!host_mounts.contains("iso-1"), "a sandbox mount leaked to the host");
     // Writes land in the sandbox's upper dir, never in the shared layer.
     assert!(!s.layer.join("r.done").exists());
 
-    let list = s.driver.list().unwrap();
+    let list = s.driver.list().await.unwrap();
     assert_eq!(list, vec!["iso-1".to_string()]);
-    s.driver.destroy("iso-1").unwrap();
-    // envd is dead: gone, or a zombie until its new parent (whoever adopted it
-    // when arbor-launch exited; the node agent will be a subreaper) reaps it.
-    let state = std::fs::read_to_string(format!("/proc/{}/stat", sbx.init_pid)).unwrap_or_default();
-    assert!(state.is_empty() || state.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')), "envd survived destroy");
-    assert!(s.driver.list().unwrap().is_empty());
+    s.driver.destroy("iso-1").await.unwrap();
+    // envd is dead and reaped: the driver's process is the sub-reaper of sandbox inits.
+    assert!(!Path::new(&format!("/proc/{}", sbx.init_pid)).exists(), "envd survived destroy");
+    assert!(s.driver.list().await.unwrap().is_empty());
     assert!(
         !Path::new("/sys/fs/cgroup/memory/arbor/iso-1").exists() && !Path::new("/sys/fs/cgroup/arbor/iso-1").exists()
     );
-    assert!(matches!(s.driver.destroy("iso-1"), Err(arbor_runtime::Error::NotFound(_))));
+    assert!(matches!(s.driver.destroy("iso-1").await, Err(arbor_runtime::Error::NotFound(_))));
 }
 
-#[test]
-fn two_sandboxes_do_not_see_each_other() {
-    let Some(s) = setup() else { return };
-    let a = s.driver.create(&spec("pair-a", &s.layer)).unwrap();
-    let b = s.driver.create(&spec("pair-b", &s.layer)).unwrap();
+#[tokio::test]
+async fn two_sandboxes_do_not_see_each_other() {
+    let Some(s) = setup().await else { return };
+    let a = s.driver.create(&spec("pair-a", &s.layer)).await.unwrap();
+    let b = s.driver.create(&spec("pair-b", &s.layer)).await.unwrap();
     run(a.init_pid, "echo secret-a > /tmp/mine");
     run(b.init_pid, "ls /tmp > /r.tmp; ps > /r.ps");
     let seen = std::fs::read_to_string(format!("/proc/{}/root/r.tmp", b.init_pid)).unwrap();
@@ -158,23 +168,23 @@ fn two_sandboxes_do_not_see_each_other() {
         std::fs::read_link(format!("/proc/{}/ns/net", a.init_pid)).unwrap(),
         std::fs::read_link(format!("/proc/{}/ns/net", b.init_pid)).unwrap()
     );
-    s.driver.destroy("pair-a").unwrap();
-    s.driver.destroy("pair-b").unwrap();
+    s.driver.destroy("pair-a").await.unwrap();
+    s.driver.destroy("pair-b").await.unwrap();
 }
 
-#[test]
-fn bad_specs_are_refused_and_leave_nothing() {
-    let Some(s) = setup() else { return };
+#[tokio::test]
+async fn bad_specs_are_refused_and_leave_nothing() {
+    let Some(s) = setup().await else { return };
     let mut bad = spec("Bad_Id", &s.layer);
-    assert!(matches!(s.driver.create(&bad), Err(arbor_runtime::Error::InvalidSpec(_))));
+    assert!(matches!(s.driver.create(&bad).await, Err(arbor_runtime::Error::InvalidSpec(_))));
     bad = spec("nolayer", &s.layer);
     bad.layers = vec![PathBuf::from("/nonexistent-layer")];
-    let err = s.driver.create(&bad).unwrap_err();
+    let err = s.driver.create(&bad).await.unwrap_err();
     assert!(matches!(err, arbor_runtime::Error::Launch(_)), "{err}");
     assert!(err.to_string().contains("overlay"), "{err}");
-    assert!(s.driver.list().unwrap().is_empty(), "a failed create left its dir");
+    assert!(s.driver.list().await.unwrap().is_empty(), "a failed create left its dir");
     assert!(!Path::new("/sys/fs/cgroup/memory/arbor/nolayer").exists());
     let mut cpus = spec("cpus", &s.layer);
     cpus.vcpus = 9;
-    assert!(matches!(s.driver.create(&cpus), Err(arbor_runtime::Error::InvalidSpec(_))));
+    assert!(matches!(s.driver.create(&cpus).await, Err(arbor_runtime::Error::InvalidSpec(_))));
 }

@@ -63,6 +63,7 @@ impl Fixture {
             default_user: "user".into(),
             etc_dir: user_db(dir.path()),
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ready_fd: None,
         };
         let envd = Arc::new(Envd::new(&config));
         envd.processes.start_reaper().unwrap();

@@ -3,7 +3,9 @@
 //!
 //! Runs in a single-threaded process, so everything after `fork` is safe.
 //! The child reports a failure through a close-on-exec pipe: a clean exec
-//! closes the pipe with nothing written.
+//! closes the pipe with nothing written. envd then writes one byte to a
+//! second pipe once it listens; the launcher exits when it has, so the
+//! driver learns of readiness from the launcher's exit without polling.
 
 use super::{dev, mounts};
 use crate::{
@@ -11,6 +13,7 @@ use crate::{
     spec::{LaunchSpec, ENVD_PATH},
 };
 use nix::{
+    poll::{poll, PollFd, PollFlags, PollTimeout},
     sched::{setns, unshare, CloneFlags},
     unistd::{fork, pipe2, ForkResult},
 };
@@ -18,9 +21,14 @@ use std::{
     ffi::CString,
     fs::File,
     io::{Read, Write},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
 };
 
-/// Starts the sandbox; returns envd's pid as the host sees it.
+/// How long envd gets from exec to listening.
+const READY_TIMEOUT_MS: u16 = 10_000;
+
+/// Starts the sandbox; returns envd's pid as the host sees it once envd
+/// listens.
 pub fn run(spec: &LaunchSpec) -> Result<u32> {
     let me = std::process::id().to_string();
     for procs in &spec.cgroup_procs {
@@ -44,12 +52,14 @@ pub fn run(spec: &LaunchSpec) -> Result<u32> {
     unshare(flags).map_err(Error::sys("unshare(mnt, uts, ipc, pid, cgroup)"))?;
 
     let (report_r, report_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
+    let (ready_r, ready_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
     // SAFETY: this process is single-threaded (arbor-launch does nothing
     // else), so the child may allocate and make any call.
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
         ForkResult::Child => {
             drop(report_r);
-            let err = match become_init(spec) {
+            drop(ready_r);
+            let err = match become_init(spec, ready_w) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -61,19 +71,40 @@ pub fn run(spec: &LaunchSpec) -> Result<u32> {
         }
         ForkResult::Parent { child } => {
             drop(report_w);
+            drop(ready_w);
             let mut msg = String::new();
             let _ = File::from(report_r).read_to_string(&mut msg);
-            if msg.is_empty() {
-                Ok(child.as_raw().unsigned_abs())
-            } else {
-                Err(Error::Launch(msg))
+            if !msg.is_empty() {
+                return Err(Error::Launch(msg));
             }
+            wait_ready(ready_r)?;
+            Ok(child.as_raw().unsigned_abs())
         }
     }
 }
 
+/// Waits for envd's byte on the ready pipe; end of file means envd died.
+fn wait_ready(pipe: OwnedFd) -> Result<()> {
+    let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+    let n = loop {
+        match poll(&mut fds, PollTimeout::from(READY_TIMEOUT_MS)) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(Error::sys("waiting for envd"))?,
+        }
+    };
+    if n == 0 {
+        return Err(Error::Launch(format!("envd did not listen within {READY_TIMEOUT_MS} ms")));
+    }
+    let mut byte = [0u8; 1];
+    match File::from(pipe).read(&mut byte) {
+        Ok(1) => Ok(()),
+        Ok(_) => Err(Error::Launch("envd exited before it listened".into())),
+        Err(e) => Err(Error::io("reading the ready pipe", "arbor-launch")(e)),
+    }
+}
+
 /// In the new PID namespace, as its PID 1: root file system, then exec envd.
-fn become_init(spec: &LaunchSpec) -> Result<std::convert::Infallible> {
+fn become_init(spec: &LaunchSpec, ready: OwnedFd) -> Result<std::convert::Infallible> {
     // stdout is the pipe the driver reads the pid from: envd must not hold
     // it open. Until the pivot its output goes to the log (stderr).
     nix::unistd::dup2_stdout(std::io::stderr()).map_err(Error::sys("redirecting stdout"))?;
@@ -98,16 +129,24 @@ fn become_init(spec: &LaunchSpec) -> Result<std::convert::Infallible> {
     mounts::mask_proc()?;
     nix::unistd::sethostname(&spec.hostname).map_err(Error::sys("sethostname"))?;
     nix::unistd::setsid().map_err(Error::sys("setsid"))?;
-    exec_envd(spec)
+    // The ready pipe is the one host descriptor envd inherits; it closes it
+    // as soon as it listens.
+    nix::fcntl::fcntl(&ready, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+        .map_err(Error::sys("passing the ready pipe"))?;
+    exec_envd(spec, ready.as_raw_fd())
 }
 
-fn exec_envd(spec: &LaunchSpec) -> Result<std::convert::Infallible> {
+fn exec_envd(spec: &LaunchSpec, ready_fd: i32) -> Result<std::convert::Infallible> {
     let cstr = |s: &str| CString::new(s).map_err(|_| Error::InvalidSpec(format!("NUL byte in '{s}'")));
     let path = cstr(ENVD_PATH)?;
-    let argv = [cstr("arbor-envd")?];
-    let mut env = vec![cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?];
+    let mut argv = vec![cstr("arbor-envd")?, cstr("--ready-fd")?, cstr(&ready_fd.to_string())?];
     for (k, v) in &spec.env {
-        env.push(cstr(&format!("{k}={v}"))?);
+        argv.push(cstr("--env")?);
+        argv.push(cstr(&format!("{k}={v}"))?);
+    }
+    let mut env = vec![cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?];
+    if let Some(token) = &spec.access_token {
+        env.push(cstr(&format!("ARBOR_ENVD_ACCESS_TOKEN={token}"))?);
     }
     nix::unistd::execve(&path, &argv, &env).map_err(Error::sys("exec envd"))
 }

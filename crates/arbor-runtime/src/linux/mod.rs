@@ -3,26 +3,41 @@
 mod dev;
 pub mod launch;
 mod mounts;
+mod reap;
+mod reconcile;
+mod start;
 
 use crate::{
-    driver::{Driver, Sandbox},
+    driver::{Driver, Sandbox, Status},
     error::{Error, Result},
     spec::{LaunchSpec, SandboxSpec},
 };
 use arbor_cgroups::{Hierarchy, Limits};
+use arbor_net::Network;
 use std::{
-    io::Write,
+    collections::HashSet,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 /// Parent cgroup of every sandbox.
 pub const CGROUP_PARENT: &str = "arbor";
-/// envd's port; the driver waits until it listens.
-const ENVD_PORT: u16 = 49983;
-/// How long envd gets to start listening.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a killed init process gets to be reaped.
+const REAP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the Linux driver keeps its state and finds its helpers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node's data dir; sandboxes live in `<data_dir>/sandboxes/<id>`.
+    pub data_dir: PathBuf,
+    /// The static `arbor-envd` binary, bind-mounted into every sandbox.
+    pub envd: PathBuf,
+    /// The `arbor-launch` helper.
+    pub launcher: PathBuf,
+    /// Sandbox networking; `None` gives every sandbox only loopback (and
+    /// refuses specs that ask for a network).
+    pub network: Option<arbor_net::Config>,
+}
 
 /// Sandboxes as namespaces + cgroups + overlayfs on this host.
 #[derive(Debug)]
@@ -31,31 +46,47 @@ pub struct LinuxDriver {
     envd: PathBuf,
     launcher: PathBuf,
     cgroups: Hierarchy,
+    net: Option<Network>,
 }
 
 impl LinuxDriver {
-    /// A driver keeping per-sandbox state under `data_dir/sandboxes`, with
-    /// the static `envd` binary and the `arbor-launch` helper.
-    pub fn new(data_dir: &Path, envd: PathBuf, launcher: PathBuf) -> Result<Self> {
-        let sandboxes = data_dir.join("sandboxes");
+    /// A driver for this host. It makes the calling process the sub-reaper
+    /// of the sandboxes' init processes (see the `reap` module), so it is
+    /// meant to live in the node's long-running process.
+    pub async fn new(cfg: Config) -> Result<Self> {
+        let sandboxes = cfg.data_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes).map_err(Error::io("creating", &sandboxes))?;
-        for (what, path) in [("envd binary", &envd), ("arbor-launch binary", &launcher)] {
+        for (what, path) in [("envd binary", &cfg.envd), ("arbor-launch binary", &cfg.launcher)] {
             if !path.is_file() {
                 return Err(Error::InvalidSpec(format!("{what} not found at {}", path.display())));
             }
         }
-        Ok(Self { sandboxes, envd, launcher, cgroups: Hierarchy::detect()? })
+        reap::become_subreaper()?;
+        let net = match cfg.network {
+            Some(net) => Some(Network::new(net).await?),
+            None => None,
+        };
+        Ok(Self { sandboxes, envd: cfg.envd, launcher: cfg.launcher, cgroups: Hierarchy::detect()?, net })
+    }
+
+    /// The network layer, for policy changes of running sandboxes.
+    pub fn network(&self) -> Option<&Network> {
+        self.net.as_ref()
     }
 
     fn dir(&self, id: &str) -> PathBuf {
         self.sandboxes.join(id)
     }
 
-    fn launch(&self, spec: &SandboxSpec, dir: &Path, cgroup: &arbor_cgroups::Cgroup) -> Result<u32> {
-        let mut env = spec.env.clone();
-        if let Some(token) = &spec.access_token {
-            env.insert("ARBOR_ENVD_ACCESS_TOKEN".into(), token.clone());
-        }
+    async fn start(&self, spec: &SandboxSpec, dir: &Path) -> Result<Sandbox> {
+        let limits =
+            Limits { cpus: Some(f64::from(spec.vcpus)), memory_mib: Some(spec.memory_mib), pids: Some(spec.pids) };
+        let cgroup = self.cgroups.create(CGROUP_PARENT, &spec.id, &limits)?;
+        let net = match (&spec.network, &self.net) {
+            (Some(policy), Some(net)) => Some(net.create(&spec.id, policy.clone()).await?),
+            (Some(_), None) => return Err(Error::InvalidSpec("this node has no sandbox networking".into())),
+            (None, _) => None,
+        };
         let launch = LaunchSpec {
             layers: spec.layers.clone(),
             upper: dir.join("upper"),
@@ -63,68 +94,73 @@ impl LinuxDriver {
             rootfs: dir.join("rootfs"),
             envd: self.envd.clone(),
             hostname: spec.hostname.clone(),
-            env,
+            env: spec.env.clone(),
+            access_token: spec.access_token.clone(),
             cgroup_procs: cgroup.procs_paths(),
-            netns: spec.netns.clone(),
+            netns: net.as_ref().map(|n| n.netns_path.clone()),
         };
         for d in [&launch.upper, &launch.work, &launch.rootfs] {
             std::fs::create_dir_all(d).map_err(Error::io("creating", d))?;
         }
-        let log = dir.join("envd.log");
-        let log_file = std::fs::File::create(&log).map_err(Error::io("creating", &log))?;
-        let json = serde_json::to_vec(&launch).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-        let mut child = Command::new(&self.launcher)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .map_err(Error::io("starting", &self.launcher))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&json).map_err(Error::io("writing the spec to", &self.launcher))?;
-        }
-        let out = child.wait_with_output().map_err(Error::io("waiting for", &self.launcher))?;
-        if !out.status.success() {
-            let msg = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(Error::Launch(msg.trim().to_string()));
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .map_err(|_| Error::Launch(format!("arbor-launch printed no pid: {:?}", out.stdout)))
+        let init_pid = start::start(&self.launcher, &launch, &dir.join("launch.log")).await?;
+        let pid_file = dir.join(INIT_PID);
+        std::fs::write(&pid_file, init_pid.to_string()).map_err(Error::io("writing", &pid_file))?;
+        Ok(Sandbox { id: spec.id.clone(), init_pid, host_addr: net.map(|n| n.host_addr) })
     }
 
-    fn remove(&self, id: &str) -> Result<()> {
+    fn init_pid(&self, id: &str) -> Option<u32> {
+        std::fs::read_to_string(self.dir(id).join(INIT_PID)).ok()?.trim().parse().ok()
+    }
+
+    /// Removes everything of sandbox `id` that exists, trying every step and
+    /// returning the first failure.
+    async fn remove(&self, id: &str) -> Result<()> {
         let cgroup = self.cgroups.open(CGROUP_PARENT, id)?;
-        if cgroup.exists() {
-            cgroup.destroy()?;
-        }
+        let init_pid = self.init_pid(id);
         let dir = self.dir(id);
-        // The overlay is mounted only in the sandbox's own mount namespace,
-        // which ended with its last process: what is left is plain files.
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("removing", &dir)(e)),
-        }
+        let killed = tokio::task::spawn_blocking(move || -> Result<()> {
+            // Killing the cgroup ends envd and everything it started; the
+            // overlay and every other mount lived only in the sandbox's
+            // mount namespace, which ends with its last process.
+            let result = if cgroup.exists() { cgroup.destroy().map_err(Error::from) } else { Ok(()) };
+            if let Some(pid) = init_pid {
+                reap::reap(pid, REAP_TIMEOUT);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Launch(format!("cleanup task failed: {e}")))?;
+        let network = match &self.net {
+            Some(net) => match net.destroy(id).await {
+                Err(arbor_net::Error::NotFound(_)) => Ok(()),
+                other => other.map_err(Error::from),
+            },
+            None => Ok(()),
+        };
+        // Only once nothing runs in it may the directory go.
+        let files = match killed {
+            Ok(()) => tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", &dir)(e)),
+                _ => Ok(()),
+            })
+            .await
+            .map_err(|e| Error::Launch(format!("cleanup task failed: {e}")))?,
+            Err(_) => Ok(()),
+        };
+        killed.and(network).and(files)
     }
 }
+
+/// The file in a sandbox's dir holding its init's host pid.
+const INIT_PID: &str = "init.pid";
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// Whether the network namespace of `pid` has a TCP socket listening on `port`.
-fn listening(pid: u32, port: u16) -> bool {
-    let want = format!(":{port:04X} ");
-    ["tcp", "tcp6"].iter().any(|f| {
-        std::fs::read_to_string(format!("/proc/{pid}/net/{f}"))
-            .map(|t| t.lines().skip(1).any(|l| l.contains(&want) && l.split_whitespace().nth(3) == Some("0A")))
-            .unwrap_or(false)
-    })
-}
-
+#[async_trait::async_trait]
 impl Driver for LinuxDriver {
-    fn create(&self, spec: &SandboxSpec) -> Result<Sandbox> {
+    async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox> {
         if !valid_id(&spec.id) {
             return Err(Error::InvalidSpec(format!("id '{}' must be 1-64 of [a-z0-9-]", spec.id)));
         }
@@ -134,29 +170,18 @@ impl Driver for LinuxDriver {
         if !(1..=8).contains(&spec.vcpus) {
             return Err(Error::InvalidSpec(format!("vcpus must be 1..=8, got {}", spec.vcpus)));
         }
+        if spec.memory_mib < 16 {
+            return Err(Error::InvalidSpec(format!("memory must be at least 16 MiB, got {}", spec.memory_mib)));
+        }
         let dir = self.dir(&spec.id);
         std::fs::create_dir(&dir).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(spec.id.clone()),
             _ => Error::io("creating", &dir)(e),
         })?;
-        let limits =
-            Limits { cpus: Some(f64::from(spec.vcpus)), memory_mib: Some(spec.memory_mib), pids: Some(spec.pids) };
-        let started = self.cgroups.create(CGROUP_PARENT, &spec.id, &limits).map_err(Error::from).and_then(|cg| {
-            let pid = self.launch(spec, &dir, &cg)?;
-            let deadline = Instant::now() + READY_TIMEOUT;
-            while !listening(pid, ENVD_PORT) {
-                if Instant::now() > deadline || !Path::new(&format!("/proc/{pid}")).exists() {
-                    let log = std::fs::read_to_string(dir.join("envd.log")).unwrap_or_default();
-                    return Err(Error::Launch(format!("envd did not start listening: {}", log.trim())));
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Ok(pid)
-        });
-        match started {
-            Ok(init_pid) => Ok(Sandbox { id: spec.id.clone(), init_pid }),
+        match self.start(spec, &dir).await {
+            Ok(sandbox) => Ok(sandbox),
             Err(e) => {
-                if let Err(cleanup) = self.remove(&spec.id) {
+                if let Err(cleanup) = self.remove(&spec.id).await {
                     tracing::error!(id = %spec.id, "cleaning up a failed create: {cleanup}");
                 }
                 Err(e)
@@ -164,14 +189,24 @@ impl Driver for LinuxDriver {
         }
     }
 
-    fn destroy(&self, id: &str) -> Result<()> {
+    async fn destroy(&self, id: &str) -> Result<()> {
         if !valid_id(id) || !self.dir(id).exists() {
             return Err(Error::NotFound(id.to_string()));
         }
-        self.remove(id)
+        self.remove(id).await
     }
 
-    fn list(&self) -> Result<Vec<String>> {
+    async fn status(&self, id: &str) -> Result<Status> {
+        if !valid_id(id) || !self.dir(id).exists() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        let running = self.init_pid(id).is_some_and(reap::alive);
+        let cgroup = self.cgroups.open(CGROUP_PARENT, id)?;
+        let oom_kills = if cgroup.exists() { cgroup.oom_kills()? } else { 0 };
+        Ok(Status { running, oom_kills })
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
         let entries = std::fs::read_dir(&self.sandboxes).map_err(Error::io("listing", &self.sandboxes))?;
         let mut ids: Vec<String> = entries
             .flatten()
@@ -180,5 +215,9 @@ impl Driver for LinuxDriver {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    async fn reconcile(&self, keep: &HashSet<String>) -> Result<Vec<String>> {
+        reconcile::run(self, keep).await
     }
 }
