@@ -15,13 +15,19 @@ pub struct Sandbox {
     pub host_addr: Option<Ipv4Addr>,
 }
 
-/// What the driver knows about a sandbox's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A sandbox's health and resource use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Status {
     /// Whether its PID 1 (envd) still runs.
     pub running: bool,
     /// How many processes the kernel's OOM killer ended inside the sandbox.
     pub oom_kills: u64,
+    /// CPU time used by everything in it so far, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory charged to it now, in bytes.
+    pub memory_bytes: u64,
+    /// Tasks (processes and threads) in it now.
+    pub tasks: u64,
 }
 
 /// Creates and destroys sandboxes on one host.
@@ -32,7 +38,7 @@ pub trait Driver: Send + Sync {
     async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox>;
     /// Kills everything in the sandbox and removes all it used on the host.
     async fn destroy(&self, id: &str) -> Result<()>;
-    /// Whether the sandbox still runs, and its OOM kills.
+    /// Whether the sandbox still runs, and what it uses.
     async fn status(&self, id: &str) -> Result<Status>;
     /// Ids of the sandboxes this driver finds on the host.
     async fn list(&self) -> Result<Vec<String>>;

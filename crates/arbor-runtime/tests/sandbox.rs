@@ -4,39 +4,13 @@
 //! (scripts/setup.sh builds it); skipped with a notice otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use arbor_runtime::{
-    linux::{Config, LinuxDriver},
-    Driver, SandboxSpec,
-};
+mod common;
+
+use arbor_runtime::{linux::LinuxDriver, Driver, SandboxSpec};
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
-    net::TcpStream,
-    os::unix::fs::symlink,
     path::{Path, PathBuf},
-    time::Duration,
 };
-
-fn envd_bin() -> PathBuf {
-    std::env::var_os("ARBOR_ENVD_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/x86_64-unknown-linux-gnu/release/arbor-envd")
-    })
-}
-
-/// A one-layer root file system: busybox and a passwd with root.
-fn busybox_layer(dir: &Path) -> PathBuf {
-    let layer = dir.join("layer");
-    for d in ["bin", "etc", "tmp", "root"] {
-        std::fs::create_dir_all(layer.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", layer.join("bin/busybox")).unwrap();
-    for applet in ["sh", "ls", "cat", "echo", "hostname", "ps", "grep", "wc", "sleep", "id", "head"] {
-        symlink("busybox", layer.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(layer.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(layer.join("etc/group"), "root:x:0:\n").unwrap();
-    layer
-}
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -45,29 +19,13 @@ struct Setup {
 }
 
 async fn setup() -> Option<Setup> {
-    let missing = if !nix::unistd::geteuid().is_root() {
-        Some("root")
-    } else if !Path::new("/bin/busybox").exists() {
-        Some("/bin/busybox (busybox-static)")
-    } else if !envd_bin().exists() {
-        Some("the static envd (scripts/setup.sh --no-start)")
-    } else {
-        None
-    };
-    if let Some(what) = missing {
+    if let Some(what) = common::missing() {
         eprintln!("skipping: needs {what}");
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let layer = busybox_layer(tmp.path());
-    let driver = LinuxDriver::new(Config {
-        data_dir: tmp.path().join("data"),
-        envd: envd_bin(),
-        launcher: env!("CARGO_BIN_EXE_arbor-launch").into(),
-        network: None,
-    })
-    .await
-    .unwrap();
+    let layer = common::busybox_layer(tmp.path());
+    let driver = common::driver(tmp.path(), false).await;
     Some(Setup { _tmp: tmp, driver, layer })
 }
 
@@ -86,36 +44,9 @@ fn spec(id: &str, layer: &Path) -> SandboxSpec {
     }
 }
 
-/// Connects to envd inside the sandbox's network namespace.
-fn connect(init_pid: u32) -> TcpStream {
-    let ns = std::fs::File::open(format!("/proc/{init_pid}/ns/net")).unwrap();
-    std::thread::spawn(move || {
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        TcpStream::connect("127.0.0.1:49983").unwrap()
-    })
-    .join()
-    .unwrap()
-}
-
-/// Runs `script` as root through envd's Start (HTTP/1.0, so the body ends at close).
 fn run(init_pid: u32, script: &str) -> String {
-    let msg = serde_json::json!({"process": {"cmd": "/bin/sh", "args": ["-c", script]}, "stdin": false}).to_string();
-    let mut body = vec![0u8];
-    body.extend_from_slice(&u32::try_from(msg.len()).unwrap().to_be_bytes());
-    body.extend_from_slice(msg.as_bytes());
-    let mut s = connect(init_pid);
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "POST /process.Process/Start HTTP/1.0\r\nContent-Type: application/connect+json\r\n\
-         Authorization: Basic cm9vdDo=\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(&body).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+    let out = common::exec_in(init_pid, "root", "/bin/sh", script);
+    format!("{out:?}")
 }
 
 #[tokio::test]
@@ -127,7 +58,7 @@ async fn sandbox_isolation_and_cleanup() {
     let script = "hostname > /r.host; cat /proc/1/cmdline > /r.init; ls /proc | grep -c '^[0-9]' > /r.pids; \
                   ls /work > /r.work 2>&1; id -u > /r.uid; echo $SANDBOX_VAR > /r.env; echo ok > /r.done";
     let resp = run(sbx.init_pid, script);
-    assert!(resp.contains("exit status"), "{resp}");
+    assert!(resp.contains("exit status 0"), "{resp}");
     let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap_or_default().trim().to_string();
     assert_eq!(read("r.done"), "ok", "{resp}");
     assert_eq!(read("r.host"), "sbx-iso-1");

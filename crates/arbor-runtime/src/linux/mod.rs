@@ -202,8 +202,17 @@ impl Driver for LinuxDriver {
         }
         let running = self.init_pid(id).is_some_and(reap::alive);
         let cgroup = self.cgroups.open(CGROUP_PARENT, id)?;
-        let oom_kills = if cgroup.exists() { cgroup.oom_kills()? } else { 0 };
-        Ok(Status { running, oom_kills })
+        if !cgroup.exists() {
+            return Ok(Status { running, ..Status::default() });
+        }
+        let stats = cgroup.stats()?;
+        Ok(Status {
+            running,
+            oom_kills: stats.oom_kills,
+            cpu_usage_ns: stats.cpu_usage_ns,
+            memory_bytes: stats.memory_current,
+            tasks: stats.pids_current,
+        })
     }
 
     async fn list(&self) -> Result<Vec<String>> {
