@@ -135,10 +135,16 @@ impl Nft {
         let _ = writeln!(s, "flush set {t} inner_dst");
         let _ = writeln!(s, "flush map {t} outer_addr");
         let _ = writeln!(s, "flush map {t} egress_policy");
+        let chains = self.sandbox_chains().await?;
         for block in keep {
+            // A sandbox whose creation was cut short before its rules were written has no
+            // chain: it gets a closed one (no egress) rather than a jump to nowhere.
+            if !chains.iter().any(|c| *c == format!("sb_{}", block.slot)) {
+                s.push_str(&self.policy_script("adopted", block.slot, &Policy::default()));
+            }
             self.elements(&mut s, "add", block);
         }
-        for chain in self.sandbox_chains().await? {
+        for chain in chains {
             let slot = chain.strip_prefix("sb_").and_then(|n| n.parse::<u32>().ok());
             if slot.is_some_and(|slot| !keep.iter().any(|b| b.slot == slot)) {
                 let _ = writeln!(s, "flush chain {t} {chain}");
