@@ -38,6 +38,9 @@ pub enum Error {
     /// The network layer failed.
     #[error(transparent)]
     Net(#[from] arbor_net::Error),
+    /// A blocking step run on a worker thread panicked or was cancelled.
+    #[error("{0} did not finish: {1}")]
+    Task(&'static str, String),
     /// The launcher failed before envd started; its message says where.
     #[error("launching the sandbox failed: {0}")]
     Launch(String),

@@ -129,7 +129,7 @@ impl LinuxDriver {
             result
         })
         .await
-        .map_err(|e| Error::Launch(format!("cleanup task failed: {e}")))?;
+        .map_err(|e| Error::Task("killing the sandbox", e.to_string()))?;
         let network = match &self.net {
             Some(net) => match net.destroy(id).await {
                 Err(arbor_net::Error::NotFound(_)) => Ok(()),
@@ -144,7 +144,7 @@ impl LinuxDriver {
                 _ => Ok(()),
             })
             .await
-            .map_err(|e| Error::Launch(format!("cleanup task failed: {e}")))?,
+            .map_err(|e| Error::Task("removing the sandbox dir", e.to_string()))?,
             Err(_) => Ok(()),
         };
         killed.and(network).and(files)
