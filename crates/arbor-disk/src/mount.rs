@@ -27,7 +27,7 @@ pub struct MountEntry {
 /// The topmost mount at exactly `target` (a canonical path), if any.
 pub fn mount_at(target: &Path) -> Result<Option<MountEntry>> {
     let text = fs::read_to_string("/proc/self/mountinfo").map_err(Error::io("read", "/proc/self/mountinfo"))?;
-    Ok(text.lines().filter_map(parse_line).filter(|m| m.target == target).last())
+    Ok(text.lines().rev().filter_map(parse_line).find(|m| m.target == target))
 }
 
 fn parse_line(line: &str) -> Option<MountEntry> {

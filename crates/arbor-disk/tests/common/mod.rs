@@ -1,7 +1,7 @@
 //! Shared helpers: a fixture owning a temporary image and mount point that it always removes,
 //! even when the test fails, and a writer that reports where it was stopped.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used)]
 
 use std::fs;
 use std::io::{self, Write};
@@ -23,6 +23,11 @@ impl Fixture {
     pub fn new(test: &str) -> Option<Fixture> {
         if unsafe_geteuid() != 0 {
             eprintln!("skipping {test}: needs root for loop devices and mounts");
+            return None;
+        }
+        let btrfs = fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("\tbtrfs\n"));
+        if !btrfs && !Path::new("/sys/module/btrfs").exists() {
+            eprintln!("skipping {test}: the kernel has no btrfs");
             return None;
         }
         if !Path::new("/dev/loop-control").exists() {
@@ -47,7 +52,7 @@ impl Fixture {
     }
 
     pub fn config(&self) -> Config {
-        Config { image: Some(self.image()), image_size: 512 << 20, ..Config::default() }
+        Config { image: Some(self.image()), image_size: 512 << 20 }
     }
 
     pub fn open(&self) -> Quotas {
