@@ -204,10 +204,10 @@ fn limit_latency_under_write_load() {
             while !stop.load(Ordering::Relaxed) {
                 f.write_all(&chunk).expect("write");
                 written += MIB;
-                if written % (64 * MIB) == 0 {
+                if written.is_multiple_of(64 * MIB) {
                     f.sync_data().expect("fsync");
                 }
-                if written % (2048 * MIB) == 0 {
+                if written.is_multiple_of(2048 * MIB) {
                     f.rewind().expect("rewind");
                 }
             }
