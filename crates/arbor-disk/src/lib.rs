@@ -15,9 +15,9 @@
 //! Project quotas (a project id per upper dir, as Docker and CRI-O do on XFS or ext4) need
 //! `CONFIG_QFMT_V2` for ext4 or `CONFIG_XFS_QUOTA` for XFS; the kernels Arbor is developed on
 //! have neither, while btrfs quota groups are always built in with btrfs. Subvolumes also give
-//! O(1) deletion and, later, O(1) snapshots of a sandbox's upper dir. On ext4, project quotas
-//! are moreover bypassed by `CAP_SYS_RESOURCE`, which overlayfs writes carry when the overlay
-//! was mounted by full root; btrfs quota groups hold for root as well.
+//! O(1) deletion and, later, O(1) snapshots of a sandbox's upper dir. And quota groups hold for
+//! root with all capabilities, as overlayfs writes are (they carry the mounter's credentials),
+//! whereas the generic quota code behind ext4 lets `CAP_SYS_RESOURCE` ignore hard limits.
 //!
 //! External crates: `libc` (system calls and ioctls; the loop and btrfs structures are declared
 //! here from the kernel UAPI, which `libc` lacks) and `thiserror` (errors). `mkfs.btrfs`

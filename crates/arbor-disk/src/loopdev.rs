@@ -142,6 +142,10 @@ pub fn attach(image: &Path) -> Result<(PathBuf, File)> {
     // Another process may take the free device between the two calls: retry a few times.
     const ATTEMPTS: u32 = 8;
     let mut attempt = 0;
+    // Direct I/O keeps the image's pages out of the host page cache (the btrfs inside caches
+    // them already). It needs the device's block size to be a multiple of the host file
+    // system's (4 KiB, as btrfs uses anyway); where the host cannot do it, attach without.
+    let mut direct_io = true;
     loop {
         attempt += 1;
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
@@ -151,15 +155,13 @@ pub fn attach(image: &Path) -> Result<(PathBuf, File)> {
         }
         let path = PathBuf::from(format!("/dev/loop{n}"));
         let dev = open_node(&path, n as u64)?;
-        let mut config = LoopConfig {
-            fd: backing.as_raw_fd() as u32,
-            block_size: 4096,
-            info: LoopInfo64::zeroed(),
-            reserved: [0; 8],
-        };
-        // Direct I/O keeps the image's pages out of the host page cache (the ext4 inside caches
-        // them already); the kernel falls back to buffered I/O where it cannot.
-        config.info.flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
+        let mut config =
+            LoopConfig { fd: backing.as_raw_fd() as u32, block_size: 0, info: LoopInfo64::zeroed(), reserved: [0; 8] };
+        config.info.flags = LO_FLAGS_AUTOCLEAR;
+        if direct_io {
+            config.block_size = 4096;
+            config.info.flags |= LO_FLAGS_DIRECT_IO;
+        }
         // SAFETY: `dev` is an open loop device, `config` a valid `struct loop_config` read by the
         // kernel, and `backing` stays open for the call (the kernel takes its own reference).
         let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &config as *const LoopConfig) };
@@ -167,8 +169,10 @@ pub fn attach(image: &Path) -> Result<(PathBuf, File)> {
             return Ok((path, dev));
         }
         let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EBUSY) || attempt == ATTEMPTS {
-            return Err(Error::io("attach the image to", &path)(err));
+        match err.raw_os_error() {
+            Some(libc::EBUSY) if attempt < ATTEMPTS => {}
+            Some(libc::EINVAL) if direct_io => direct_io = false,
+            _ => return Err(Error::io("attach the image to", &path)(err)),
         }
     }
 }
