@@ -34,7 +34,7 @@ done
 install_debian_packages() {
     step "Debian packages"
     local wanted=(build-essential pkg-config ca-certificates file procps python3 python3-venv git nftables iproute2
-        busybox-static)
+        busybox-static btrfs-progs)
     command -v node >/dev/null 2>&1 || wanted+=(nodejs)
     command -v npm >/dev/null 2>&1 || wanted+=(npm)
     local missing=()

@@ -28,6 +28,9 @@ pub struct Status {
     pub memory_bytes: u64,
     /// Tasks (processes and threads) in it now.
     pub tasks: u64,
+    /// Bytes its writable layer holds (as of the file system's last commit),
+    /// where the node limits disks.
+    pub disk_bytes: Option<u64>,
 }
 
 /// Creates and destroys sandboxes on one host.

@@ -35,6 +35,9 @@ pub enum Error {
     /// The cgroup layer failed.
     #[error(transparent)]
     Cgroup(#[from] arbor_cgroups::Error),
+    /// The disk-quota layer failed.
+    #[error(transparent)]
+    Disk(#[from] arbor_disk::Error),
     /// The network layer failed.
     #[error(transparent)]
     Net(#[from] arbor_net::Error),

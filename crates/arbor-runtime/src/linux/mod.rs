@@ -13,10 +13,12 @@ use crate::{
     spec::{LaunchSpec, SandboxSpec},
 };
 use arbor_cgroups::{Hierarchy, Limits};
+use arbor_disk::Quotas;
 use arbor_net::Network;
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -37,6 +39,10 @@ pub struct Config {
     /// Sandbox networking; `None` gives every sandbox only loopback (and
     /// refuses specs that ask for a network).
     pub network: Option<arbor_net::Config>,
+    /// Disk limits (each sandbox dir a quota-limited btrfs subvolume, on a
+    /// loop-mounted image where the host has no btrfs); `None` refuses specs
+    /// with a disk limit.
+    pub disk: Option<arbor_disk::Config>,
 }
 
 /// Sandboxes as namespaces + cgroups + overlayfs on this host.
@@ -47,6 +53,7 @@ pub struct LinuxDriver {
     launcher: PathBuf,
     cgroups: Hierarchy,
     net: Option<Network>,
+    quotas: Option<Arc<Quotas>>,
 }
 
 impl LinuxDriver {
@@ -66,7 +73,23 @@ impl LinuxDriver {
             Some(net) => Some(Network::new(net).await?),
             None => None,
         };
-        Ok(Self { sandboxes, envd: cfg.envd, launcher: cfg.launcher, cgroups: Hierarchy::detect()?, net })
+        let quotas = match cfg.disk {
+            Some(disk) => Some(Arc::new(Quotas::open(&sandboxes, &disk)?)),
+            None => None,
+        };
+        Ok(Self { sandboxes, envd: cfg.envd, launcher: cfg.launcher, cgroups: Hierarchy::detect()?, net, quotas })
+    }
+
+    /// Removes every sandbox and, where the driver mounted one, unmounts the
+    /// disk image: for tests and for taking a node out of service (a node
+    /// that merely restarts keeps the mount).
+    pub async fn decommission(self) -> Result<()> {
+        self.reconcile(&HashSet::new()).await?;
+        match self.quotas.map(Arc::try_unwrap) {
+            Some(Ok(quotas)) => Ok(quotas.teardown()?),
+            Some(Err(_)) => Err(Error::Task("unmounting the disk image", "it is still in use".into())),
+            None => Ok(()),
+        }
     }
 
     /// The network layer, for policy changes of running sandboxes.
@@ -108,6 +131,25 @@ impl LinuxDriver {
         Ok(Sandbox { id: spec.id.clone(), init_pid, host_addr: net.map(|n| n.host_addr) })
     }
 
+    /// The sandbox's directory: a quota-limited subvolume where the node
+    /// limits disks, else a plain directory.
+    fn make_dir(&self, spec: &SandboxSpec, dir: &Path) -> Result<()> {
+        if dir.exists() {
+            return Err(Error::AlreadyExists(spec.id.clone()));
+        }
+        match (&self.quotas, spec.disk_mib) {
+            (Some(quotas), mib) => {
+                quotas.limit(dir, mib.map_or(u64::MAX, |m| m.saturating_mul(1 << 20)))?;
+                Ok(())
+            }
+            (None, Some(_)) => Err(Error::InvalidSpec("this node has no disk limits".into())),
+            (None, None) => std::fs::create_dir(dir).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(spec.id.clone()),
+                _ => Error::io("creating", dir)(e),
+            }),
+        }
+    }
+
     fn init_pid(&self, id: &str) -> Option<u32> {
         std::fs::read_to_string(self.dir(id).join(INIT_PID)).ok()?.trim().parse().ok()
     }
@@ -138,16 +180,29 @@ impl LinuxDriver {
             None => Ok(()),
         };
         // Only once nothing runs in it may the directory go.
+        let quotas = self.quotas.clone();
         let files = match killed {
-            Ok(()) => tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", &dir)(e)),
-                _ => Ok(()),
-            })
-            .await
-            .map_err(|e| Error::Task("removing the sandbox dir", e.to_string()))?,
+            Ok(()) => tokio::task::spawn_blocking(move || remove_dir(quotas.as_deref(), &dir))
+                .await
+                .map_err(|e| Error::Task("removing the sandbox dir", e.to_string()))?,
             Err(_) => Ok(()),
         };
         killed.and(network).and(files)
+    }
+}
+
+/// Removes a sandbox's directory: a subvolume in one call, or (a plain
+/// directory, e.g. left by a node without disk limits) file by file.
+fn remove_dir(quotas: Option<&Quotas>, dir: &Path) -> Result<()> {
+    if let Some(quotas) = quotas {
+        match quotas.release(dir) {
+            Err(arbor_disk::Error::NotLimited(_)) => {}
+            other => return Ok(other?),
+        }
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", dir)(e)),
+        _ => Ok(()),
     }
 }
 
@@ -174,10 +229,7 @@ impl Driver for LinuxDriver {
             return Err(Error::InvalidSpec(format!("memory must be at least 16 MiB, got {}", spec.memory_mib)));
         }
         let dir = self.dir(&spec.id);
-        std::fs::create_dir(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists(spec.id.clone()),
-            _ => Error::io("creating", &dir)(e),
-        })?;
+        self.make_dir(spec, &dir)?;
         match self.start(spec, &dir).await {
             Ok(sandbox) => Ok(sandbox),
             Err(e) => {
@@ -202,8 +254,13 @@ impl Driver for LinuxDriver {
         }
         let running = self.init_pid(id).is_some_and(reap::alive);
         let cgroup = self.cgroups.open(CGROUP_PARENT, id)?;
+        let disk_bytes = match &self.quotas {
+            // A plain directory (made before the node limited disks) has no figure.
+            Some(quotas) => quotas.usage(&self.dir(id)).ok().map(|u| u.bytes),
+            None => None,
+        };
         if !cgroup.exists() {
-            return Ok(Status { running, ..Status::default() });
+            return Ok(Status { running, disk_bytes, ..Status::default() });
         }
         let stats = cgroup.stats()?;
         Ok(Status {
@@ -212,6 +269,7 @@ impl Driver for LinuxDriver {
             cpu_usage_ns: stats.cpu_usage_ns,
             memory_bytes: stats.memory_current,
             tasks: stats.pids_current,
+            disk_bytes,
         })
     }
 

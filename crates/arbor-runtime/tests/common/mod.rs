@@ -67,12 +67,24 @@ pub fn base_layers() -> Option<Vec<PathBuf>> {
 
 /// A driver whose state lives in `dir`, with sandbox networking if asked.
 pub async fn driver(dir: &Path, network: bool) -> LinuxDriver {
+    build_driver(dir, network, None).await
+}
+
+/// A driver with disk limits on a small image of its own in `dir`; call
+/// `decommission` at the end to unmount it.
+pub async fn driver_with_disk(dir: &Path) -> LinuxDriver {
+    let disk = arbor_disk::Config { image: Some(dir.join("sandboxes.img")), image_size: 1 << 30 };
+    build_driver(dir, false, Some(disk)).await
+}
+
+async fn build_driver(dir: &Path, network: bool, disk: Option<arbor_disk::Config>) -> LinuxDriver {
     let network = network.then(|| arbor_net::Config { netns_dir: dir.join("netns"), ..arbor_net::Config::default() });
     LinuxDriver::new(Config {
         data_dir: dir.join("data"),
         envd: envd_bin(),
         launcher: env!("CARGO_BIN_EXE_arbor-launch").into(),
         network,
+        disk,
     })
     .await
     .unwrap()
@@ -181,4 +193,27 @@ pub fn exec_in(init_pid: u32, user: &str, shell: &str, script: &str) -> Output {
     })
     .join()
     .unwrap()
+}
+
+/// Cleans up after a test that failed half-way (a passing test has
+/// destroyed everything already): kills and removes the cgroups of `ids`
+/// (with them every sandbox process) and lazily unmounts `mount`.
+pub struct Cleanup {
+    pub ids: Vec<&'static str>,
+    pub mount: Option<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(h) = arbor_cgroups::Hierarchy::detect() {
+            for id in &self.ids {
+                if let Ok(cg) = h.open(arbor_runtime::linux::CGROUP_PARENT, id) {
+                    let _ = cg.destroy();
+                }
+            }
+        }
+        if let Some(mount) = &self.mount {
+            let _ = nix::mount::umount2(mount, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
 }
