@@ -35,6 +35,12 @@ pub enum Error {
     /// The cgroup layer failed.
     #[error(transparent)]
     Cgroup(#[from] arbor_cgroups::Error),
+    /// The sandbox's seccomp filter could not be built or installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::linux::seccomp::SeccompError),
+    /// The sandbox's capabilities could not be dropped.
+    #[error(transparent)]
+    Caps(#[from] crate::linux::caps::CapsError),
     /// The launcher failed before envd started; its message says where.
     #[error("launching the sandbox failed: {0}")]
     Launch(String),

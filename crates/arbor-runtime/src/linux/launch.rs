@@ -98,6 +98,7 @@ fn become_init(spec: &LaunchSpec) -> Result<std::convert::Infallible> {
     mounts::mask_proc()?;
     nix::unistd::sethostname(&spec.hostname).map_err(Error::sys("sethostname"))?;
     nix::unistd::setsid().map_err(Error::sys("setsid"))?;
+    super::harden::apply()?;
     exec_envd(spec)
 }
 

@@ -1,8 +1,11 @@
 //! The Linux namespaces driver.
 
+pub mod caps;
 mod dev;
+mod harden;
 pub mod launch;
 mod mounts;
+pub mod seccomp;
 
 use crate::{
     driver::{Driver, Sandbox},
