@@ -288,7 +288,7 @@ fn ordinary_userland_works_under_the_filter() {
         ("apt", "sudo -n apt-get check -qq"),
         ("ps", "ps aux >/dev/null"),
         ("venv", "python3 -m venv --without-pip /tmp/v && /tmp/v/bin/python -c 'import sys; assert sys.prefix == \"/tmp/v\"'"),
-        ("npm", "cd /tmp && mkdir np && cd np && npm init -y >/dev/null && npm --version"),
+        ("npm", "cd /tmp && mkdir np && cd np && export npm_config_update_notifier=false && npm init -y >/dev/null && npm --version"),
         ("http", "cd /tmp && (python3 -m http.server 8123 --bind 127.0.0.1 & echo $! > /tmp/h.pid; sleep 1; curl -sf http://127.0.0.1:8123/ >/dev/null; r=$?; kill $(cat /tmp/h.pid); exit $r)"),
         ("clone", "git clone -q /tmp/g /tmp/g2"),
         ("top", "top -bn1 >/dev/null"),

@@ -64,8 +64,9 @@ pub fn kept_mask() -> u64 {
 pub fn drop_to_kept() -> Result<(), CapsError> {
     let kept: CapsHashSet = KEPT.into_iter().collect();
     // The bounding set first: shrinking it needs CAP_SETPCAP in the
-    // effective set, which is about to be trimmed but stays in `KEPT`.
-    for cap in caps::all().difference(&kept) {
+    // effective set (in `KEPT`, so there throughout). Only the capabilities
+    // this kernel has: dropping one it lacks fails with EINVAL.
+    for cap in caps::runtime::thread_all_supported().difference(&kept) {
         caps::drop(None, CapSet::Bounding, *cap).map_err(CapsError::at("bounding set"))?;
     }
     drop_unnamed_from_bounding()?;
