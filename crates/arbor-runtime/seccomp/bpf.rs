@@ -64,9 +64,11 @@ const JMP_JEQ_K: u16 = 0x05 | 0x10;
 const JMP_JGT_K: u16 = 0x05 | 0x20;
 const JMP_JGE_K: u16 = 0x05 | 0x30;
 const RET_K: u16 = 0x06;
-pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
-pub const RET_ERRNO: u32 = 0x0005_0000;
-pub const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_KILL_PROCESS: u32 = 0x8000_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+const RET_ALLOW: u32 = 0x7fff_0000;
+/// BPF_MAXINSNS: the longest program the kernel takes.
+const MAX_INSNS: usize = 4096;
 const ENOSYS: u32 = 38;
 // Offsets in `struct seccomp_data` (little-endian: an argument's low word first).
 const NR: u32 = 0;
@@ -115,6 +117,12 @@ impl Asm {
                 Item::Here(l) => at[*l] = pc,
                 _ => pc += 1,
             }
+        }
+        if pc > MAX_INSNS {
+            return Err(format!("{pc} instructions, more than the kernel's {MAX_INSNS}"));
+        }
+        if let Some(l) = at.iter().position(|&a| a == usize::MAX) {
+            return Err(format!("label {l} is never placed"));
         }
         let mut out = Vec::with_capacity(pc);
         for item in &self.items {
@@ -221,14 +229,18 @@ pub fn assemble(policy: &Policy) -> Result<Vec<Insn>, String> {
     for (chunk, label) in &chunks {
         asm.here(*label);
         let allow = asm.label();
-        let ruled: Vec<_> = chunk.iter().map(|c| (c, asm.label())).collect();
-        for ((nr, rules), rules_at) in &ruled {
-            let target = if rules.is_empty() { allow } else { *rules_at };
-            asm.jump(JMP_JEQ_K, *nr, Some(target), None);
+        // Calls with conditions jump to their own block of rules.
+        let blocks: Vec<_> = chunk.iter().map(|(nr, rules)| (*nr, *rules, asm.label())).collect();
+        for (nr, rules, block) in &blocks {
+            asm.jump(JMP_JEQ_K, *nr, Some(if rules.is_empty() { allow } else { *block }), None);
         }
         asm.stmt(RET_K, deny);
-        for ((_, rules), rules_at) in ruled.iter().filter(|((_, r), _)| !r.is_empty()) {
-            asm.here(*rules_at);
+        for (_, rules, block) in &blocks {
+            // Unconditional calls get an empty block, which is just a label.
+            asm.here(*block);
+            if rules.is_empty() {
+                continue;
+            }
             for rule in rules.iter() {
                 let next = asm.label();
                 conditions(&mut asm, rule, next);
