@@ -44,6 +44,12 @@ pub enum Error {
     /// A blocking step run on a worker thread panicked or was cancelled.
     #[error("{0} did not finish: {1}")]
     Task(&'static str, String),
+    /// The sandbox's seccomp filter could not be built or installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::linux::seccomp::SeccompError),
+    /// The sandbox's capabilities could not be dropped.
+    #[error(transparent)]
+    Caps(#[from] crate::linux::caps::CapsError),
     /// The launcher failed before envd started; its message says where.
     #[error("launching the sandbox failed: {0}")]
     Launch(String),

@@ -12,7 +12,9 @@
 //! driver lives in a multi-threaded server.
 //!
 //! Crates: `nix` for the system calls (mount, unshare, setns, pivot_root),
-//! `arbor-cgroups` for limits, `serde_json` for the launch spec.
+//! `arbor-cgroups` for limits, `serde_json` for the launch spec, `caps` for
+//! the capability sets, and (at build time) `seccompiler`'s system call
+//! tables to compile the seccomp profile.
 #![warn(missing_docs)]
 
 pub mod driver;

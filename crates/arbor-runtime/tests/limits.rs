@@ -44,7 +44,7 @@ async fn memory_bomb_is_oom_killed_inside_the_sandbox() {
     let Some(layers) = base() else { return };
     let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
-    let _cleanup = common::Cleanup { ids: vec!["oom-1"], mount: None };
+    let _cleanup = common::Cleanup { ids: vec!["oom-1".into()], mount: None };
     let driver = common::driver(tmp.path(), false).await;
     let sbx = driver.create(&spec("oom-1", layers)).await.unwrap();
     let bomb = "a = []\nwhile True: a.append(bytearray(1 << 20))";
@@ -64,7 +64,7 @@ async fn fork_bomb_stops_at_the_pids_limit() {
     let Some(layers) = base() else { return };
     let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
-    let _cleanup = common::Cleanup { ids: vec!["forkbomb-1"], mount: None };
+    let _cleanup = common::Cleanup { ids: vec!["forkbomb-1".into()], mount: None };
     let driver = common::driver(tmp.path(), false).await;
     let sbx = driver.create(&spec("forkbomb-1", layers)).await.unwrap();
     let out = common::exec_in(
@@ -95,7 +95,7 @@ async fn cpu_quota_holds() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let _cleanup = common::Cleanup { ids: vec!["cpu-1"], mount: None };
+    let _cleanup = common::Cleanup { ids: vec!["cpu-1".into()], mount: None };
     let driver = common::driver(tmp.path(), false).await;
     let sbx = driver.create(&spec("cpu-1", layers)).await.unwrap();
     // Two busy loops would use two CPUs; the sandbox has one.
@@ -123,7 +123,8 @@ async fn disk_limit_holds() {
     let Some(layers) = base() else { return };
     let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
-    let _cleanup = common::Cleanup { ids: vec!["disk-1", "disk-2"], mount: Some(tmp.path().join("data/sandboxes")) };
+    let _cleanup =
+        common::Cleanup { ids: vec!["disk-1".into(), "disk-2".into()], mount: Some(tmp.path().join("data/sandboxes")) };
     let driver = common::driver_with_disk(tmp.path()).await;
     let mut limited = spec("disk-1", layers.clone());
     limited.disk_mib = Some(64);

@@ -110,6 +110,7 @@ fn become_init(spec: &LaunchSpec, ready: OwnedFd) -> Result<std::convert::Infall
     nix::unistd::dup2_stdout(std::io::stderr()).map_err(Error::sys("redirecting stdout"))?;
     mounts::make_private()?;
     mounts::overlay(&spec.layers, &spec.upper, &spec.work, &spec.rootfs)?;
+    name_host(&spec.rootfs, &spec.hostname)?;
     mounts::kernel_filesystems(&spec.rootfs)?;
     dev::populate(&spec.rootfs.join("dev"))?;
     mounts::bind_envd(&spec.envd, &spec.rootfs)?;
@@ -133,7 +134,31 @@ fn become_init(spec: &LaunchSpec, ready: OwnedFd) -> Result<std::convert::Infall
     // as soon as it listens.
     nix::fcntl::fcntl(&ready, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
         .map_err(Error::sys("passing the ready pipe"))?;
+    super::harden::apply()?;
     exec_envd(spec, ready.as_raw_fd())
+}
+
+/// Makes the hostname resolve inside (sudo, for one, looks it up) and
+/// `/etc/hostname` say it, as container runtimes do. The files land in the
+/// sandbox's own upper dir.
+fn name_host(rootfs: &std::path::Path, hostname: &str) -> Result<()> {
+    let etc = rootfs.join("etc");
+    if !etc.is_dir() {
+        return Ok(());
+    }
+    let hosts_path = etc.join("hosts");
+    let hosts = std::fs::read_to_string(&hosts_path).unwrap_or_default();
+    let known = hosts.lines().any(|l| l.split_whitespace().skip(1).any(|name| name == hostname));
+    if !known {
+        let mut hosts = if hosts.is_empty() { "127.0.0.1\tlocalhost\n".to_string() } else { hosts };
+        if !hosts.ends_with('\n') {
+            hosts.push('\n');
+        }
+        hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+        std::fs::write(&hosts_path, hosts).map_err(Error::io("writing", &hosts_path))?;
+    }
+    let name_path = etc.join("hostname");
+    std::fs::write(&name_path, format!("{hostname}\n")).map_err(Error::io("writing", &name_path))
 }
 
 fn exec_envd(spec: &LaunchSpec, ready_fd: i32) -> Result<std::convert::Infallible> {

@@ -1,10 +1,13 @@
 //! The Linux namespaces driver.
 
+pub mod caps;
 mod dev;
+mod harden;
 pub mod launch;
 mod mounts;
 mod reap;
 mod reconcile;
+pub mod seccomp;
 mod start;
 
 use crate::{

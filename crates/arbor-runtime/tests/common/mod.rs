@@ -39,11 +39,14 @@ pub fn missing() -> Option<&'static str> {
 /// A one-layer root file system: busybox and a passwd with root.
 pub fn busybox_layer(dir: &Path) -> PathBuf {
     let layer = dir.join("layer");
-    for d in ["bin", "etc", "tmp", "root"] {
+    for d in ["bin", "etc", "tmp", "root", "mnt"] {
         std::fs::create_dir_all(layer.join(d)).unwrap();
     }
     std::fs::copy("/bin/busybox", layer.join("bin/busybox")).unwrap();
-    for applet in ["sh", "ls", "cat", "echo", "hostname", "ps", "grep", "wc", "sleep", "id", "head", "dd", "df"] {
+    for applet in [
+        "sh", "ls", "cat", "echo", "hostname", "ps", "grep", "wc", "sleep", "id", "head", "dd", "df", "unshare",
+        "mount", "mknod", "true",
+    ] {
         symlink("busybox", layer.join("bin").join(applet)).unwrap();
     }
     std::fs::write(layer.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
@@ -199,7 +202,7 @@ pub fn exec_in(init_pid: u32, user: &str, shell: &str, script: &str) -> Output {
 /// destroyed everything already): kills and removes the cgroups of `ids`
 /// (with them every sandbox process) and lazily unmounts `mount`.
 pub struct Cleanup {
-    pub ids: Vec<&'static str>,
+    pub ids: Vec<String>,
     pub mount: Option<PathBuf>,
 }
 
