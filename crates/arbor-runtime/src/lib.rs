@@ -22,6 +22,6 @@ pub mod error;
 pub mod linux;
 pub mod spec;
 
-pub use driver::{Driver, Sandbox};
+pub use driver::{Driver, Sandbox, Status};
 pub use error::{Error, Result};
 pub use spec::{LaunchSpec, SandboxSpec};

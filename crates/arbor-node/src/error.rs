@@ -1,0 +1,32 @@
+//! Node errors.
+
+/// What a node operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No template of that name on this node.
+    #[error("template '{0}' not found")]
+    TemplateNotFound(String),
+    /// The template's files are unusable.
+    #[error("template '{name}': {reason}")]
+    BadTemplate {
+        /// The template.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A request the node cannot honour (bad limits, unknown id, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The layer store failed.
+    #[error(transparent)]
+    Layers(#[from] arbor_layers::Error),
+    /// The runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] arbor_runtime::Error),
+    /// The network layer failed.
+    #[error(transparent)]
+    Net(#[from] arbor_net::Error),
+}
+
+/// Result alias for the node.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,20 @@
+//! `arbor-node`: the node agent of one host.
+//!
+//! It owns the runtime driver and the host's layer store: it turns a
+//! template name into the layers and defaults a sandbox starts from, and a
+//! control-plane request into a [`arbor_runtime::SandboxSpec`]. The control
+//! plane (`arbor-api`) holds every durable fact; a node holds only what runs
+//! on it, and on start reconciles the host with the sandboxes the control
+//! plane says it owns.
+//!
+//! No external crates beyond `thiserror` and `tracing`: the work is in the
+//! runtime and layer crates.
+#![warn(missing_docs)]
+
+mod error;
+mod node;
+mod template;
+
+pub use error::{Error, Result};
+pub use node::{Node, NodeConfig, StartSpec, Started};
+pub use template::Template;

@@ -1,0 +1,148 @@
+//! The node: sandboxes of this host, from templates of this host.
+
+use crate::{
+    error::{Error, Result},
+    template::{self, Template},
+};
+use arbor_layers::LayerStore;
+use arbor_runtime::{
+    linux::{Config, LinuxDriver},
+    Driver, SandboxSpec, Status,
+};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::Ipv4Addr,
+    path::PathBuf,
+};
+
+/// Tasks a sandbox may run at once (processes and threads).
+const PIDS_LIMIT: u64 = 4096;
+
+/// Where a node keeps its state and finds its helpers.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Sandbox state (`<data_dir>/sandboxes`).
+    pub data_dir: PathBuf,
+    /// The layer store holding templates (usually the same data dir).
+    pub layers_dir: PathBuf,
+    /// The static envd binary.
+    pub envd_bin: PathBuf,
+    /// The `arbor-launch` helper.
+    pub launcher_bin: PathBuf,
+    /// Sandbox networking.
+    pub network: arbor_net::Config,
+    /// Disk limits; `None` leaves sandbox disks unlimited.
+    pub disk: Option<arbor_disk::Config>,
+}
+
+/// What the control plane asks a node to start.
+#[derive(Debug, Clone)]
+pub struct StartSpec {
+    /// Sandbox id.
+    pub id: String,
+    /// vCPUs (1–8).
+    pub cpu_count: u32,
+    /// Memory in MiB.
+    pub memory_mb: u64,
+    /// Disk in MiB.
+    pub disk_mb: u64,
+    /// Environment variables of every process.
+    pub env_vars: BTreeMap<String, String>,
+    /// envd's access token.
+    pub access_token: String,
+    /// Egress policy.
+    pub policy: arbor_net::Policy,
+}
+
+/// A sandbox the node started.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    /// Where the host reaches it (envd on port 49983).
+    pub host_addr: Ipv4Addr,
+    /// Its PID 1 on the host.
+    pub init_pid: u32,
+}
+
+/// The node agent of this host.
+#[derive(Debug)]
+pub struct Node {
+    driver: LinuxDriver,
+    layers: LayerStore,
+    disk_limits: bool,
+}
+
+impl Node {
+    /// Opens the layer store and brings up the runtime (network, disk
+    /// limits). Call [`Node::reconcile`] before serving.
+    pub async fn new(cfg: NodeConfig) -> Result<Node> {
+        let layers = LayerStore::open(&cfg.layers_dir)?;
+        let disk_limits = cfg.disk.is_some();
+        let driver = LinuxDriver::new(Config {
+            data_dir: cfg.data_dir,
+            envd: cfg.envd_bin,
+            launcher: cfg.launcher_bin,
+            network: Some(cfg.network),
+            disk: cfg.disk,
+        })
+        .await?;
+        Ok(Node { driver, layers, disk_limits })
+    }
+
+    /// Template `name`, as this node has it.
+    pub fn template(&self, name: &str) -> Result<Template> {
+        template::load(&self.layers, name)
+    }
+
+    /// Starts a sandbox from `template`.
+    pub async fn start(&self, template: &Template, spec: StartSpec) -> Result<Started> {
+        let sandbox = SandboxSpec {
+            hostname: hostname(&spec.id),
+            id: spec.id,
+            layers: template.layers.clone(),
+            env: spec.env_vars,
+            access_token: Some(spec.access_token),
+            vcpus: spec.cpu_count,
+            memory_mib: spec.memory_mb,
+            pids: PIDS_LIMIT,
+            disk_mib: self.disk_limits.then_some(spec.disk_mb),
+            network: Some(spec.policy),
+        };
+        let started = self.driver.create(&sandbox).await?;
+        let host_addr = started
+            .host_addr
+            .ok_or_else(|| Error::Invalid(format!("sandbox {} started without a network", started.id)))?;
+        Ok(Started { host_addr, init_pid: started.init_pid })
+    }
+
+    /// Stops a sandbox and removes all it used.
+    pub async fn stop(&self, id: &str) -> Result<()> {
+        Ok(self.driver.destroy(id).await?)
+    }
+
+    /// Whether a sandbox runs, and its resource use.
+    pub async fn status(&self, id: &str) -> Result<Status> {
+        Ok(self.driver.status(id).await?)
+    }
+
+    /// Ids of the sandboxes on this host.
+    pub async fn sandboxes(&self) -> Result<Vec<String>> {
+        Ok(self.driver.list().await?)
+    }
+
+    /// Removes whatever is on this host that is not in `keep`.
+    pub async fn reconcile(&self, keep: &HashSet<String>) -> Result<Vec<String>> {
+        Ok(self.driver.reconcile(keep).await?)
+    }
+
+    /// Replaces a running sandbox's egress policy.
+    pub async fn set_policy(&self, id: &str, policy: arbor_net::Policy) -> Result<()> {
+        let net = self.driver.network().ok_or_else(|| Error::Invalid("this node has no networking".into()))?;
+        Ok(net.set_policy(id, policy).await?)
+    }
+}
+
+/// The hostname inside a sandbox: short, and telling which sandbox it is.
+fn hostname(id: &str) -> String {
+    let short: String = id.chars().take(20).collect();
+    format!("sbx-{short}")
+}

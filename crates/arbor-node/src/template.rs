@@ -1,0 +1,72 @@
+//! Templates as a node sees them: layers on its disk plus start defaults.
+
+use crate::error::{Error, Result};
+use arbor_layers::{LayerStore, RefManifest};
+use std::path::PathBuf;
+
+/// vCPUs when a template names none.
+pub const DEFAULT_CPU_COUNT: u32 = 2;
+/// Memory when a template names none.
+pub const DEFAULT_MEMORY_MB: u64 = 512;
+/// Disk when a template names none.
+pub const DEFAULT_DISK_MB: u64 = 10 * 1024;
+
+/// A template ready to start sandboxes from.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// Its name (`base`, ...).
+    pub name: String,
+    /// Its layers, top first (overlayfs `lowerdir` order).
+    pub layers: Vec<PathBuf>,
+    /// The user commands run as by default.
+    pub default_user: String,
+    /// Default vCPUs.
+    pub cpu_count: u32,
+    /// Default memory in MiB.
+    pub memory_mb: u64,
+    /// Default disk in MiB.
+    pub disk_mb: u64,
+}
+
+/// Reads template `name` from the store's `templates/<name>` reference.
+pub fn load(store: &LayerStore, name: &str) -> Result<Template> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with('.');
+    if !valid {
+        return Err(Error::TemplateNotFound(name.to_string()));
+    }
+    let manifest = match store.get_ref(&format!("templates/{name}")) {
+        Ok(m) => m,
+        Err(arbor_layers::Error::RefNotFound(_)) => return Err(Error::TemplateNotFound(name.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    from_manifest(store, name, &manifest)
+}
+
+fn from_manifest(store: &LayerStore, name: &str, m: &RefManifest) -> Result<Template> {
+    let mut layers = Vec::with_capacity(m.layers.len());
+    for id in m.layers.iter().rev() {
+        layers.push(store.path(id)?);
+    }
+    let label = |key: &str, default: u64| -> Result<u64> {
+        match m.labels.get(key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| Error::BadTemplate {
+                name: name.to_string(),
+                reason: format!("label {key}={v:?} is not a number"),
+            }),
+        }
+    };
+    let cpu_count = u32::try_from(label("cpu_count", u64::from(DEFAULT_CPU_COUNT))?)
+        .map_err(|_| Error::BadTemplate { name: name.to_string(), reason: "cpu_count out of range".into() })?;
+    Ok(Template {
+        name: name.to_string(),
+        layers,
+        default_user: m.envd.default_user.clone(),
+        cpu_count,
+        memory_mb: label("memory_mb", DEFAULT_MEMORY_MB)?,
+        disk_mb: label("disk_mb", DEFAULT_DISK_MB)?,
+    })
+}
