@@ -5,9 +5,12 @@
 //! cgroup and network namespace; envd must answer again and the loop must go
 //! on counting with the same pid.
 //!
+//! A second test clones a running sandbox from its images into a copy of its
+//! upper dir, a new cgroup and a new network namespace.
+//!
 //! Needs root, overlayfs, busybox-static, the static envd and a CRIU >= 4 that
-//! can dump TCP sockets on this kernel (scripts/build-criu.sh); skipped with a
-//! notice when one is missing.
+//! can dump TCP sockets on this kernel (scripts/build-criu.sh), on a kernel
+//! that passes `criu check`; skipped with a notice when one is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use arbor_runtime::{linux::LinuxDriver, Driver, SandboxSpec};
@@ -166,6 +169,141 @@ fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum()
 }
 
+fn is_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
+}
+
+/// `criu dump` of the tree under `init_pid` into `images`; returns the
+/// externals declared (for the restore) and the time taken.
+fn dump(criu: &Path, init_pid: u32, netns: &std::fs::File, images: &Path, leave_running: bool) -> (Externals, u128) {
+    std::fs::create_dir(images).unwrap();
+    let externals = external_mounts(init_pid);
+    let net_inode = std::os::unix::fs::MetadataExt::ino(&netns.metadata().unwrap());
+    let mut cmd = Command::new(criu);
+    cmd.args(["dump", "--tree", &init_pid.to_string(), "--images-dir"])
+        .arg(images)
+        .args(["--log-file", "dump.log", "--network-lock", "skip", "--manage-cgroups=ignore"])
+        .arg(format!("--external=net[{net_inode}]:net"));
+    if leave_running {
+        cmd.arg("--leave-running");
+    }
+    for (point, key, _) in &externals {
+        cmd.arg(format!("--external=mnt[{point}]:{key}"));
+    }
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let ms = started.elapsed().as_millis();
+    let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
+    assert!(out.status.success(), "criu dump failed: {}\n{log}", String::from_utf8_lossy(&out.stderr));
+    (externals, ms)
+}
+
+type Externals = Vec<(String, String, PathBuf)>;
+
+/// Where a restored sandbox goes: its overlay, cgroup and network namespace.
+struct Target<'a> {
+    layer: &'a Path,
+    dir: &'a Path,
+    cgroup: &'a arbor_cgroups::Cgroup,
+    netns: &'a std::fs::File,
+}
+
+/// `criu restore` of `images` into a fresh overlay mount of `target`'s upper
+/// dir; returns the restored PID 1 as the host sees it and the time taken.
+fn restore(criu: &Path, images: &Path, externals: &Externals, target: &Target) -> (u32, u128) {
+    let (upper, work, rootfs) = (target.dir.join("upper"), target.dir.join("work"), target.dir.join("rootfs"));
+    let overlay =
+        format!("lowerdir={},upperdir={},workdir={}", target.layer.display(), upper.display(), work.display());
+    let procs: Vec<String> = target.cgroup.procs_paths().iter().map(|p| p.display().to_string()).collect();
+    let pidfile = images.join("restored.pid");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", RESTORE_SH, "sh"])
+        .env("CGROUP_PROCS", procs.join(" "))
+        .env("OVERLAY", &overlay)
+        .env("ROOTFS", &rootfs)
+        .env("NETNS", format!("/proc/{}/fd/{}", std::process::id(), target.netns.as_raw_fd()))
+        .arg(criu)
+        .args(["restore", "--images-dir"])
+        .arg(images)
+        .args(["--log-file", "restore.log", "--restore-detached", "--manage-cgroups=ignore", "--pidfile"])
+        .arg(&pidfile)
+        .arg("--root")
+        .arg(&rootfs)
+        .arg("--inherit-fd=fd[9]:net");
+    for (_, key, source) in externals {
+        cmd.arg(format!("--external=mnt[{key}]:{}", source.display()));
+    }
+    let started = Instant::now();
+    let out = cmd.output().unwrap();
+    let ms = started.elapsed().as_millis();
+    let log = std::fs::read_to_string(images.join("restore.log")).unwrap_or_default();
+    assert!(out.status.success(), "criu restore failed: {}\n{log}", String::from_utf8_lossy(&out.stderr));
+    (std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap(), ms)
+}
+
+/// A new network namespace with loopback up, held by the returned file (as
+/// the network layer would provide one for a clone).
+fn new_netns() -> std::fs::File {
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // SAFETY: plain socket and ioctl calls on an ifreq we own; the fd is
+        // closed when `sock` drops.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let sock = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+                *dst = *src as libc::c_char;
+            }
+            assert!(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) >= 0);
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            assert!(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) >= 0);
+        }
+        std::fs::File::open("/proc/thread-self/ns/net").unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+/// What stops a test early: root, busybox, envd or CRIU missing.
+fn missing() -> Option<&'static str> {
+    if !nix::unistd::geteuid().is_root() {
+        Some("root")
+    } else if !Path::new("/bin/busybox").exists() {
+        Some("/bin/busybox (busybox-static)")
+    } else if !envd_bin().exists() {
+        Some("the static envd (scripts/setup.sh --no-start)")
+    } else if criu_bin().is_none() {
+        Some("criu (scripts/build-criu.sh)")
+    } else if !criu_bin().is_some_and(|c| Command::new(c).arg("check").output().is_ok_and(|o| o.status.success())) {
+        Some("a kernel that passes `criu check`")
+    } else {
+        None
+    }
+}
+
+/// Starts a loop in the sandbox that counts in /tmp/counter (its pid in
+/// /tmp/loop.pid) and waits until it has counted a little.
+fn start_counter(netns: &std::fs::File, upper: &Path) {
+    let resp = run(
+        netns,
+        "(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done) </dev/null >/dev/null 2>&1 & \
+         echo $! > /tmp/loop.pid",
+    );
+    assert!(resp.contains("exit status"), "{resp}");
+    wait_for("the loop to count", Duration::from_secs(5), || counter(upper) >= 3);
+}
+
+fn read(upper: &Path, file: &str) -> String {
+    std::fs::read_to_string(upper.join(file)).unwrap_or_default().trim().to_string()
+}
+
+fn counter(upper: &Path) -> u64 {
+    read(upper, "tmp/counter").parse().unwrap_or(0)
+}
+
 /// Destroys the sandbox however the test ends: the restored tree lives in
 /// the sandbox's cgroup, so the driver's destroy kills it too.
 struct Cleanup<'a> {
@@ -180,19 +318,8 @@ impl Drop for Cleanup<'_> {
 }
 
 #[test]
-fn dump_and_restore_into_a_fresh_overlay() {
-    let missing = if !nix::unistd::geteuid().is_root() {
-        Some("root")
-    } else if !Path::new("/bin/busybox").exists() {
-        Some("/bin/busybox (busybox-static)")
-    } else if !envd_bin().exists() {
-        Some("the static envd (scripts/setup.sh --no-start)")
-    } else if criu_bin().is_none() {
-        Some("criu (scripts/build-criu.sh)")
-    } else {
-        None
-    };
-    if let Some(what) = missing {
+fn pause_and_resume_into_a_fresh_overlay() {
+    if let Some(what) = missing() {
         eprintln!("skipping: needs {what}");
         return;
     }
@@ -206,84 +333,26 @@ fn dump_and_restore_into_a_fresh_overlay() {
     let _cleanup = Cleanup { driver: &driver, id };
     let dir = data.join("sandboxes").join(id);
     let upper = dir.join("upper");
-
     // The network namespace outlives the dump because we hold it, as the
     // network layer will for a paused sandbox.
     let netns = std::fs::File::open(format!("/proc/{}/ns/net", sbx.init_pid)).unwrap();
-    let net_inode = std::os::unix::fs::MetadataExt::ino(&netns.metadata().unwrap());
-    let resp = run(
-        &netns,
-        "(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done) </dev/null >/dev/null 2>&1 & \
-         echo $! > /tmp/loop.pid",
-    );
-    assert!(resp.contains("exit status"), "{resp}");
-    let read = |f: &str| std::fs::read_to_string(upper.join(f)).unwrap_or_default().trim().to_string();
-    let counter = || read("tmp/counter").parse::<u64>().unwrap_or(0);
-    wait_for("the loop to count", Duration::from_secs(5), || counter() >= 3);
-    let loop_pid = read("tmp/loop.pid");
+    start_counter(&netns, &upper);
+    let loop_pid = read(&upper, "tmp/loop.pid");
     let cgroup_before = std::fs::read_to_string(format!("/proc/{}/cgroup", sbx.init_pid)).unwrap();
 
-    // Dump. The tree is frozen, written out and killed.
+    // Pause: the tree is frozen, written out and killed.
     let images = tmp.path().join("images");
-    std::fs::create_dir(&images).unwrap();
-    let externals = external_mounts(sbx.init_pid);
-    let mut dump = Command::new(&criu);
-    dump.args(["dump", "--tree", &sbx.init_pid.to_string(), "--images-dir"])
-        .arg(&images)
-        .args(["--log-file", "dump.log", "--network-lock", "skip", "--manage-cgroups=ignore"])
-        .arg(format!("--external=net[{net_inode}]:net"));
-    for (point, key, _) in &externals {
-        dump.arg(format!("--external=mnt[{point}]:{key}"));
-    }
-    let started = Instant::now();
-    let out = dump.output().unwrap();
-    let dump_ms = started.elapsed().as_millis();
-    let log = |name: &str| std::fs::read_to_string(images.join(name)).unwrap_or_default();
-    assert!(out.status.success(), "criu dump failed: {}\n{}", String::from_utf8_lossy(&out.stderr), log("dump.log"));
+    let (externals, dump_ms) = dump(&criu, sbx.init_pid, &netns, &images, false);
     let image_bytes = dir_size(&images);
-    wait_for("the dumped envd to end", Duration::from_secs(5), || {
-        std::fs::read_to_string(format!("/proc/{}/stat", sbx.init_pid))
-            .map_or(true, |s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
-    });
-    let frozen = counter();
+    wait_for("the dumped envd to end", Duration::from_secs(5), || is_gone(sbx.init_pid));
+    let frozen = counter(&upper);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(counter(), frozen, "the loop still runs after the dump");
+    assert_eq!(counter(&upper), frozen, "the loop still runs after the dump");
 
-    // Restore into a fresh overlay mount of the same upper dir.
-    let rootfs = dir.join("rootfs");
-    let work = dir.join("work");
-    let overlay = format!("lowerdir={},upperdir={},workdir={}", layer.display(), upper.display(), work.display());
+    // Resume into a fresh overlay mount of the same upper dir, same cgroup, same network.
     let cgroup = arbor_cgroups::Hierarchy::detect().unwrap().open("arbor", id).unwrap();
-    let procs: Vec<String> = cgroup.procs_paths().iter().map(|p| p.display().to_string()).collect();
-    let pidfile = tmp.path().join("restored.pid");
-    let mut restore = Command::new("sh");
-    restore
-        .args(["-c", RESTORE_SH, "sh"])
-        .env("CGROUP_PROCS", procs.join(" "))
-        .env("OVERLAY", &overlay)
-        .env("ROOTFS", &rootfs)
-        .env("NETNS", format!("/proc/{}/fd/{}", std::process::id(), netns.as_raw_fd()))
-        .arg(&criu)
-        .args(["restore", "--images-dir"])
-        .arg(&images)
-        .args(["--log-file", "restore.log", "--restore-detached", "--manage-cgroups=ignore", "--pidfile"])
-        .arg(&pidfile)
-        .arg("--root")
-        .arg(&rootfs)
-        .arg("--inherit-fd=fd[9]:net");
-    for (_, key, source) in &externals {
-        restore.arg(format!("--external=mnt[{key}]:{}", source.display()));
-    }
-    let started = Instant::now();
-    let out = restore.output().unwrap();
-    let restore_ms = started.elapsed().as_millis();
-    assert!(
-        out.status.success(),
-        "criu restore failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        log("restore.log")
-    );
-    let new_pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let target = Target { layer: &layer, dir: &dir, cgroup: &cgroup, netns: &netns };
+    let (new_pid, restore_ms) = restore(&criu, &images, &externals, &target);
     eprintln!(
         "checkpoint of an idle sandbox: dump {dump_ms} ms, restore {restore_ms} ms, images {} KiB",
         image_bytes / 1024
@@ -291,12 +360,12 @@ fn dump_and_restore_into_a_fresh_overlay() {
 
     // envd answers again, in the same cgroup, and the loop counts on with its pid.
     assert!(listening(new_pid, ENVD_PORT), "restored envd does not listen");
-    wait_for("the loop to count on", Duration::from_secs(5), || counter() > frozen + 2);
+    wait_for("the loop to count on", Duration::from_secs(5), || counter(&upper) > frozen + 2);
     let resp = run(&netns, "cat /proc/$(cat /tmp/loop.pid)/cmdline > /r.loop; cat /proc/1/cmdline > /r.init");
     assert!(resp.contains("exit status"), "{resp}");
-    assert_eq!(read("tmp/loop.pid"), loop_pid);
-    assert!(read("r.loop").contains("while true"), "pid {loop_pid} is now {:?}", read("r.loop"));
-    assert!(read("r.init").starts_with("arbor-envd"));
+    assert_eq!(read(&upper, "tmp/loop.pid"), loop_pid);
+    assert!(read(&upper, "r.loop").contains("while true"), "pid {loop_pid} is now {:?}", read(&upper, "r.loop"));
+    assert!(read(&upper, "r.init").starts_with("arbor-envd"));
     assert_eq!(std::fs::read_to_string(format!("/proc/{new_pid}/cgroup")).unwrap(), cgroup_before);
     assert_ne!(
         std::fs::read_link(format!("/proc/{new_pid}/ns/cgroup")).unwrap(),
@@ -307,8 +376,69 @@ fn dump_and_restore_into_a_fresh_overlay() {
     assert!(!host_mounts.contains(id), "a restore mount leaked to the host");
 
     driver.destroy(id).unwrap();
-    wait_for("the restored tree to end", Duration::from_secs(5), || {
-        std::fs::read_to_string(format!("/proc/{new_pid}/stat"))
-            .map_or(true, |s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
-    });
+    wait_for("the restored tree to end", Duration::from_secs(5), || is_gone(new_pid));
+}
+
+/// Removes the clone's cgroup (killing what runs in it) however the test ends.
+struct CgroupCleanup(arbor_cgroups::Cgroup);
+
+impl Drop for CgroupCleanup {
+    fn drop(&mut self) {
+        let _ = self.0.destroy();
+    }
+}
+
+#[test]
+fn clone_a_running_sandbox() {
+    if let Some(what) = missing() {
+        eprintln!("skipping: needs {what}");
+        return;
+    }
+    let criu = criu_bin().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = busybox_layer(tmp.path());
+    let data = tmp.path().join("data");
+    let driver = LinuxDriver::new(&data, envd_bin(), env!("CARGO_BIN_EXE_arbor-launch").into()).unwrap();
+    let id = "ckpt-src";
+    let sbx = driver.create(&spec(id, &layer)).unwrap();
+    let _cleanup = Cleanup { driver: &driver, id };
+    let upper = data.join("sandboxes").join(id).join("upper");
+    let netns = std::fs::File::open(format!("/proc/{}/ns/net", sbx.init_pid)).unwrap();
+    start_counter(&netns, &upper);
+
+    // The clone: its own copy of the upper dir, cgroup and network namespace.
+    // The source keeps running (--leave-running); the upper dir is copied
+    // right after the dump, so the copy may be a little ahead of the memory.
+    let images = tmp.path().join("images");
+    let (externals, _) = dump(&criu, sbx.init_pid, &netns, &images, true);
+    let clone_dir = tmp.path().join("clone");
+    for d in ["work", "rootfs"] {
+        std::fs::create_dir_all(clone_dir.join(d)).unwrap();
+    }
+    let cp = Command::new("cp").arg("-a").arg(&upper).arg(clone_dir.join("upper")).status().unwrap();
+    assert!(cp.success());
+    let limits = arbor_cgroups::Limits { cpus: Some(1.0), memory_mib: Some(256), pids: Some(128) };
+    let cgroup = arbor_cgroups::Hierarchy::detect().unwrap().create("arbor", "ckpt-clone", &limits).unwrap();
+    let cgroup = CgroupCleanup(cgroup);
+    let clone_netns = new_netns();
+    let target = Target { layer: &layer, dir: &clone_dir, cgroup: &cgroup.0, netns: &clone_netns };
+    let (clone_pid, restore_ms) = restore(&criu, &images, &externals, &target);
+    eprintln!("clone restored in {restore_ms} ms");
+
+    // Both answer, each in its own namespace, and both loops count on, each
+    // in its own upper dir, with the same pid inside.
+    assert!(listening(sbx.init_pid, ENVD_PORT) && listening(clone_pid, ENVD_PORT));
+    let clone_upper = clone_dir.join("upper");
+    for dir in [&upper, &clone_upper] {
+        let now = counter(dir);
+        wait_for("both loops to count on", Duration::from_secs(5), || counter(dir) > now + 2);
+    }
+    run(&clone_netns, "echo clone > /r.who");
+    assert_eq!(read(&clone_upper, "r.who"), "clone");
+    assert!(!upper.join("r.who").exists(), "the clone writes into the source's upper dir");
+    assert_eq!(read(&clone_upper, "tmp/loop.pid"), read(&upper, "tmp/loop.pid"));
+    assert!(std::fs::read_to_string(format!("/proc/{clone_pid}/cgroup")).unwrap().contains("/arbor/ckpt-clone"));
+
+    drop(cgroup);
+    wait_for("the clone to end", Duration::from_secs(5), || is_gone(clone_pid));
 }
