@@ -169,6 +169,13 @@ fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum()
 }
 
+/// The end of a CRIU log (written at -v4, so that a failure shows what led to it).
+fn log_tail(images: &Path, name: &str) -> String {
+    let log = std::fs::read_to_string(images.join(name)).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
 fn is_gone(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_or(true, |s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
@@ -183,7 +190,7 @@ fn dump(criu: &Path, init_pid: u32, netns: &std::fs::File, images: &Path, leave_
     let mut cmd = Command::new(criu);
     cmd.args(["dump", "--tree", &init_pid.to_string(), "--images-dir"])
         .arg(images)
-        .args(["--log-file", "dump.log", "--network-lock", "skip", "--manage-cgroups=ignore"])
+        .args(["--log-file", "dump.log", "-v4", "--network-lock", "skip", "--manage-cgroups=ignore"])
         .arg(format!("--external=net[{net_inode}]:net"));
     if leave_running {
         cmd.arg("--leave-running");
@@ -194,8 +201,12 @@ fn dump(criu: &Path, init_pid: u32, netns: &std::fs::File, images: &Path, leave_
     let started = Instant::now();
     let out = cmd.output().unwrap();
     let ms = started.elapsed().as_millis();
-    let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
-    assert!(out.status.success(), "criu dump failed: {}\n{log}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "criu dump failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log_tail(images, "dump.log")
+    );
     (externals, ms)
 }
 
@@ -226,7 +237,7 @@ fn restore(criu: &Path, images: &Path, externals: &Externals, target: &Target) -
         .arg(criu)
         .args(["restore", "--images-dir"])
         .arg(images)
-        .args(["--log-file", "restore.log", "--restore-detached", "--manage-cgroups=ignore", "--pidfile"])
+        .args(["--log-file", "restore.log", "-v4", "--restore-detached", "--manage-cgroups=ignore", "--pidfile"])
         .arg(&pidfile)
         .arg("--root")
         .arg(&rootfs)
@@ -237,8 +248,12 @@ fn restore(criu: &Path, images: &Path, externals: &Externals, target: &Target) -
     let started = Instant::now();
     let out = cmd.output().unwrap();
     let ms = started.elapsed().as_millis();
-    let log = std::fs::read_to_string(images.join("restore.log")).unwrap_or_default();
-    assert!(out.status.success(), "criu restore failed: {}\n{log}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "criu restore failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log_tail(images, "restore.log")
+    );
     (std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap(), ms)
 }
 
