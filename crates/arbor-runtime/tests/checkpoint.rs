@@ -13,7 +13,10 @@
 //! that passes `criu check`; skipped with a notice when one is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use arbor_runtime::{linux::LinuxDriver, Driver, SandboxSpec};
+use arbor_runtime::{
+    linux::{Config, LinuxDriver},
+    Driver, SandboxSpec,
+};
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
@@ -25,6 +28,11 @@ use std::{
 };
 
 const ENVD_PORT: u16 = 49983;
+
+/// One checkpoint at a time: CRIU's cgroup helper walks the sandboxes'
+/// parent cgroup, and a sibling test's cgroup vanishing under it failed a
+/// restore ("cgroupd: recv req error: No such file or directory").
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn envd_bin() -> PathBuf {
     std::env::var_os("ARBOR_ENVD_BIN").map(PathBuf::from).unwrap_or_else(|| {
@@ -56,12 +64,13 @@ fn spec(id: &str, layer: &Path) -> SandboxSpec {
         id: id.into(),
         layers: vec![layer.to_path_buf()],
         hostname: format!("sbx-{id}"),
-        env: BTreeMap::from([("ARBOR_ENVD_DEFAULT_USER".to_string(), "root".to_string())]),
+        env: BTreeMap::new(),
         access_token: None,
         vcpus: 1,
         memory_mib: 256,
         pids: 128,
-        netns: None,
+        disk_mib: None,
+        network: None,
     }
 }
 
@@ -325,33 +334,47 @@ fn counter(upper: &Path) -> u64 {
     read(upper, "tmp/counter").parse().unwrap_or(0)
 }
 
-/// Destroys the sandbox however the test ends: the restored tree lives in
-/// the sandbox's cgroup, so the driver's destroy kills it too.
+/// Kills the sandbox's cgroup however the test ends: the restored tree
+/// lives in it, so this ends it too (a passing test destroys it properly).
 struct Cleanup<'a> {
-    driver: &'a LinuxDriver,
     id: &'a str,
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let _ = self.driver.destroy(self.id);
+        if let Ok(cgroup) = arbor_cgroups::Hierarchy::detect().and_then(|h| h.open("arbor", self.id)) {
+            let _ = cgroup.destroy();
+        }
     }
 }
 
-#[test]
-fn pause_and_resume_into_a_fresh_overlay() {
+async fn driver(data: &Path) -> LinuxDriver {
+    LinuxDriver::new(Config {
+        data_dir: data.to_path_buf(),
+        envd: envd_bin(),
+        launcher: env!("CARGO_BIN_EXE_arbor-launch").into(),
+        network: None,
+        disk: None,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn pause_and_resume_into_a_fresh_overlay() {
     if let Some(what) = missing() {
         eprintln!("skipping: needs {what}");
         return;
     }
+    let _serial = SERIAL.lock().await;
     let criu = criu_bin().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let layer = busybox_layer(tmp.path());
     let data = tmp.path().join("data");
-    let driver = LinuxDriver::new(&data, envd_bin(), env!("CARGO_BIN_EXE_arbor-launch").into()).unwrap();
+    let driver = driver(&data).await;
     let id = "ckpt-1";
-    let sbx = driver.create(&spec(id, &layer)).unwrap();
-    let _cleanup = Cleanup { driver: &driver, id };
+    let sbx = driver.create(&spec(id, &layer)).await.unwrap();
+    let _cleanup = Cleanup { id };
     let dir = data.join("sandboxes").join(id);
     let upper = dir.join("upper");
     // The network namespace outlives the dump because we hold it, as the
@@ -396,7 +419,7 @@ fn pause_and_resume_into_a_fresh_overlay() {
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!host_mounts.contains(id), "a restore mount leaked to the host");
 
-    driver.destroy(id).unwrap();
+    driver.destroy(id).await.unwrap();
     wait_for("the restored tree to end", Duration::from_secs(5), || is_gone(new_pid));
 }
 
@@ -409,20 +432,21 @@ impl Drop for CgroupCleanup {
     }
 }
 
-#[test]
-fn clone_a_running_sandbox() {
+#[tokio::test]
+async fn clone_a_running_sandbox() {
     if let Some(what) = missing() {
         eprintln!("skipping: needs {what}");
         return;
     }
+    let _serial = SERIAL.lock().await;
     let criu = criu_bin().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let layer = busybox_layer(tmp.path());
     let data = tmp.path().join("data");
-    let driver = LinuxDriver::new(&data, envd_bin(), env!("CARGO_BIN_EXE_arbor-launch").into()).unwrap();
+    let driver = driver(&data).await;
     let id = "ckpt-src";
-    let sbx = driver.create(&spec(id, &layer)).unwrap();
-    let _cleanup = Cleanup { driver: &driver, id };
+    let sbx = driver.create(&spec(id, &layer)).await.unwrap();
+    let _cleanup = Cleanup { id };
     let upper = data.join("sandboxes").join(id).join("upper");
     let netns = std::fs::File::open(format!("/proc/{}/ns/net", sbx.init_pid)).unwrap();
     start_counter(&netns, &upper);

@@ -130,8 +130,15 @@ fn become_init(spec: &LaunchSpec, ready: OwnedFd) -> Result<std::convert::Infall
     mounts::mask_proc()?;
     nix::unistd::sethostname(&spec.hostname).map_err(Error::sys("sethostname"))?;
     nix::unistd::setsid().map_err(Error::sys("setsid"))?;
-    // The ready pipe is the one host descriptor envd inherits; it closes it
-    // as soon as it listens.
+    // Whatever the launcher itself inherited (from a shell, a test harness)
+    // must not reach the sandbox or its checkpoints: everything above stdio
+    // closes on exec. The ready pipe is the one host descriptor envd
+    // inherits; it closes it as soon as it listens.
+    // SAFETY: close_range only changes descriptor flags of this process.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if rc != 0 {
+        return Err(Error::sys("close_range")(nix::errno::Errno::last()));
+    }
     nix::fcntl::fcntl(&ready, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
         .map_err(Error::sys("passing the ready pipe"))?;
     super::harden::apply()?;
