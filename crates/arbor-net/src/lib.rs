@@ -39,3 +39,4 @@ pub use config::{Config, Policy};
 pub use error::{Error, Result};
 pub use ipnet::Ipv4Net;
 pub use network::{Network, SandboxNet};
+pub use ns::Pinned;

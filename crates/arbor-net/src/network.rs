@@ -12,7 +12,7 @@ use crate::config::{check_id, Config, Policy};
 use crate::error::{Error, Result};
 use crate::link::{self, Inside, ALIAS_PREFIX};
 use crate::nft::Nft;
-use crate::ns;
+use crate::ns::{self, Pinned};
 use crate::pool::{Block, Pool};
 
 /// The network of one sandbox.
@@ -107,6 +107,13 @@ impl Network {
 
     /// Creates the sandbox's namespace, veth pair, addresses, routes and rules.
     pub async fn create(&self, id: &str, policy: Policy) -> Result<SandboxNet> {
+        self.create_notify(id, policy, None).await
+    }
+
+    /// [`Network::create`], telling `pinned` as soon as the namespace exists at
+    /// [`Network::netns_path`]: the sandbox's first process may join it then and start while the
+    /// links and rules are built (no packet crosses the veth before the rules are in place).
+    pub async fn create_notify(&self, id: &str, policy: Policy, pinned: Option<Pinned>) -> Result<SandboxNet> {
         check_id(id)?;
         let block = {
             let mut state = self.state.lock().await;
@@ -122,7 +129,7 @@ impl Network {
             self.forget(id, block).await;
             return Err(Error::AlreadyExists(format!("{id} (stale {}; run reconcile)", path.display())));
         }
-        match self.build(id, &path, block, &policy).await {
+        match self.build(id, &path, block, &policy, pinned).await {
             Ok(()) => {
                 let mut state = self.state.lock().await;
                 if let Some(entry) = state.sandboxes.get_mut(id) {
@@ -140,7 +147,7 @@ impl Network {
         }
     }
 
-    async fn build(&self, id: &str, path: &Path, block: Block, policy: &Policy) -> Result<()> {
+    async fn build(&self, id: &str, path: &Path, block: Block, policy: &Policy, pinned: Option<Pinned>) -> Result<()> {
         let ifname = self.nft.ifname(block.slot);
         // A link of that name can only be a leftover nobody reconciled; the slot is ours now.
         link::delete(&self.nl, &ifname).await?;
@@ -148,7 +155,7 @@ impl Network {
             Inside { addr: self.cfg.inner_addr, prefix: self.cfg.inner_prefix, gateway: self.cfg.inner_gateway };
         let host = Arc::clone(&self.host);
         let peer = ifname.clone();
-        ns::create(path.to_owned(), move || link::setup_inside(host, peer, inside)).await?;
+        ns::create(path.to_owned(), pinned, move || link::setup_inside(host, peer, inside)).await?;
         let index = link::index(&self.nl, &ifname)
             .await?
             .ok_or_else(|| Error::io(format!("find {ifname}"), std::io::ErrorKind::NotFound))?;

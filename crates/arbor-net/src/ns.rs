@@ -47,11 +47,12 @@ where
     .await
 }
 
-/// Creates a new network namespace, pins it at `path`, and runs `f` inside it.
+/// Creates a new network namespace, pins it at `path`, tells `pinned` (if given), and runs `f`
+/// inside it.
 ///
 /// The file at `path` must not exist. If `f` fails the namespace stays pinned; the caller
 /// removes it with [`remove`] like any other half-built sandbox network.
-pub(crate) async fn create<T, F>(path: PathBuf, f: F) -> Result<T>
+pub(crate) async fn create<T, F>(path: PathBuf, pinned: Option<Pinned>, f: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
@@ -66,10 +67,17 @@ where
             .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
         mount(Some("/proc/thread-self/ns/net"), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|e| Error::io(format!("bind-mount netns onto {}", path.display()), e))?;
+        if let Some(pinned) = pinned {
+            // Nobody listening any more is the listener's business.
+            let _ = pinned.send(());
+        }
         f()
     })
     .await
 }
+
+/// Told once a new namespace is pinned, before its links exist: a process can join it then.
+pub type Pinned = tokio::sync::oneshot::Sender<()>;
 
 /// Unpins a namespace; it disappears once no process and no open file holds it.
 /// A path that is missing or not mounted is not an error.

@@ -109,7 +109,7 @@ impl LinuxDriver {
             Limits { cpus: Some(f64::from(spec.vcpus)), memory_mib: Some(spec.memory_mib), pids: Some(spec.pids) };
         let cgroup = self.cgroups.create(CGROUP_PARENT, &spec.id, &limits)?;
         let net = match (&spec.network, &self.net) {
-            (Some(policy), Some(net)) => Some(net.create(&spec.id, policy.clone()).await?),
+            (Some(_), Some(net)) => Some(net),
             (Some(_), None) => return Err(Error::InvalidSpec("this node has no sandbox networking".into())),
             (None, _) => None,
         };
@@ -123,15 +123,32 @@ impl LinuxDriver {
             env: spec.env.clone(),
             access_token: spec.access_token.clone(),
             cgroup_procs: cgroup.procs_paths(),
-            netns: net.as_ref().map(|n| n.netns_path.clone()),
+            netns: net.map(|n| n.netns_path(&spec.id)),
         };
         for d in [&launch.upper, &launch.work, &launch.rootfs] {
             std::fs::create_dir_all(d).map_err(Error::io("creating", d))?;
         }
-        let init_pid = start::start(&self.launcher, &launch, &dir.join("launch.log")).await?;
+        let log = dir.join("launch.log");
+        // The launcher starts as soon as the network namespace exists, while
+        // its links and rules are built: the two take about as long.
+        let (init_pid, host_addr) = match (net, &spec.network) {
+            (Some(net), Some(policy)) => {
+                let (pinned, joinable) = tokio::sync::oneshot::channel();
+                let network = net.create_notify(&spec.id, policy.clone(), Some(pinned));
+                let launched = async {
+                    // No namespace means the network failed first; its error says why.
+                    joinable.await.map_err(|_| Error::Launch("no network namespace".into()))?;
+                    start::start(&self.launcher, &launch, &log).await
+                };
+                let (network, launched) = tokio::join!(network, launched);
+                let network = network?;
+                (launched?, Some(network.host_addr))
+            }
+            _ => (start::start(&self.launcher, &launch, &log).await?, None),
+        };
         let pid_file = dir.join(INIT_PID);
         std::fs::write(&pid_file, init_pid.to_string()).map_err(Error::io("writing", &pid_file))?;
-        Ok(Sandbox { id: spec.id.clone(), init_pid, host_addr: net.map(|n| n.host_addr) })
+        Ok(Sandbox { id: spec.id.clone(), init_pid, host_addr })
     }
 
     /// The sandbox's directory: a quota-limited subvolume where the node
