@@ -242,8 +242,15 @@ pub struct Ramp {
     pub points: Vec<MemPoint>,
     /// Sandboxes held at once at the top.
     pub held: usize,
-    /// How many of those answered `/health`.
+    /// How many of those answered `/health` at the first try (via their
+    /// host address when networked).
     pub answered: usize,
+    /// How many more answered a second, lone try.
+    pub answered_retry: usize,
+    /// How many of the rest answered inside their own network namespace.
+    pub answered_inside: usize,
+    /// Host neighbour-table overflows (`table_fulls`) during the check.
+    pub neigh_overflows: u64,
     /// Why the ramp stopped below its target, if it did.
     pub stopped: Option<String>,
     /// `Driver::create` along the ramp (latency as the host fills up).
@@ -306,6 +313,8 @@ pub async fn ramp(d: &LinuxDriver, t: &Template, net: bool, max: usize, step: us
             r.points.push(mem_point(alive.len(), base, &alive, settle).await?);
         }
         r.held = alive.len();
+        let overflows = crate::mem::neigh_table_fulls();
+        let mut failed = Vec::new();
         for chunk in alive.chunks(16) {
             let checks: Vec<_> = chunk
                 .iter()
@@ -317,10 +326,27 @@ pub async fn ramp(d: &LinuxDriver, t: &Template, net: bool, max: usize, step: us
             for (sb, check) in chunk.iter().zip(checks) {
                 match check.await.map_err(anyhow::Error::from).and_then(|r| r) {
                     Ok(()) => r.answered += 1,
-                    Err(e) => eprintln!("  {} did not answer: {e:#}", sb.id),
+                    Err(e) => {
+                        eprintln!("  {} did not answer: {e:#}", sb.id);
+                        failed.push(sb);
+                    }
                 }
             }
         }
+        // A second chance one at a time, then envd asked inside its own
+        // namespace: tells a dead envd from a host path that failed.
+        for sb in failed {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if health(sb).await.is_ok() {
+                r.answered_retry += 1;
+                continue;
+            }
+            let inside = Target::Netns(sb.init_pid);
+            if tokio::task::spawn_blocking(move || probe::health(inside)).await?.is_ok() {
+                r.answered_inside += 1;
+            }
+        }
+        r.neigh_overflows = crate::mem::neigh_table_fulls() - overflows;
         anyhow::Ok(())
     }
     .await;

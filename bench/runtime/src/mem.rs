@@ -92,3 +92,15 @@ impl ProcMem {
 pub fn mib(kib: f64) -> f64 {
     kib / 1024.0
 }
+
+/// The host's IPv4 neighbour-table overflows so far (`table_fulls` of
+/// `/proc/net/stat/arp_cache`, summed over CPUs): each is a neighbour entry
+/// the kernel could not create, so a packet to that neighbour was dropped.
+pub fn neigh_table_fulls() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/net/stat/arp_cache") else { return 0 };
+    let mut lines = text.lines();
+    let Some(col) = lines.next().and_then(|h| h.split_whitespace().position(|c| c == "table_fulls")) else {
+        return 0;
+    };
+    lines.filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(col)?, 16).ok()).sum()
+}

@@ -166,10 +166,14 @@ impl Report {
             row(
                 &format!("idle {kind} sandboxes held at once"),
                 format!(
-                    "{} ({} answered `/health`){}",
+                    "{} · `/health` answered: {} at the first try, {} more at a second, {} more only inside \
+                     their own namespace · host neighbour-table overflows meanwhile: {}{}",
                     r.held,
                     r.answered,
-                    r.stopped.as_deref().map(|s| format!("; stopped: {s}")).unwrap_or_default()
+                    r.answered_retry,
+                    r.answered_inside,
+                    r.neigh_overflows,
+                    r.stopped.as_deref().map(|s| format!(" · stopped: {s}")).unwrap_or_default()
                 ),
             );
             row("Arbor create along the ramp (host filling up)", r.create.summary());
