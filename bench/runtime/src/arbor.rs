@@ -284,7 +284,17 @@ async fn mem_point(count: usize, base: MemInfo, sandboxes: &[Sandbox], settle: D
 
 /// Creates idle sandboxes one after the other up to `max`, measuring memory
 /// every `step`; checks that every one answers; destroys them all.
-pub async fn ramp(d: &LinuxDriver, t: &Template, net: bool, max: usize, step: usize) -> anyhow::Result<Ramp> {
+///
+/// With `static_neigh`, each networked sandbox gets permanent neighbour
+/// entries (see [`static_neigh`]).
+pub async fn ramp(
+    d: &LinuxDriver,
+    t: &Template,
+    net: bool,
+    max: usize,
+    step: usize,
+    static_neigh: bool,
+) -> anyhow::Result<Ramp> {
     let settle = Duration::from_secs(3);
     let mut r = Ramp::default();
     tokio::time::sleep(settle).await;
@@ -298,6 +308,9 @@ pub async fn ramp(d: &LinuxDriver, t: &Template, net: bool, max: usize, step: us
                 Ok(sb) => {
                     r.create.push(t0.elapsed());
                     alive.push(sb);
+                    if net && static_neigh {
+                        self::static_neigh(d, &id).await.with_context(|| format!("neighbours of {id}"))?;
+                    }
                 }
                 Err(e) => {
                     r.stopped = Some(format!("create #{} failed: {e}", i + 1));
@@ -410,4 +423,29 @@ pub async fn breakdown(d: &LinuxDriver, runs: usize) -> anyhow::Result<Breakdown
         }
     }
     Ok(b)
+}
+
+/// Adds the two neighbour entries a networked sandbox's traffic needs as
+/// permanent ones: its address on the host veth, and the gateway inside.
+/// Permanent entries do not count against the host-wide neighbour-table
+/// limits; this tests that remedy from outside `arbor-net`. They go with
+/// the veth.
+async fn static_neigh(d: &LinuxDriver, id: &str) -> anyhow::Result<()> {
+    let net = d.network().context("no networking")?.get(id).await.context("no network for the sandbox")?;
+    let host_mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", net.host_ifname))?;
+    let ns = format!("--net={}", net.netns_path.display());
+    let out = tokio::process::Command::new("nsenter").args([&ns, "ip", "-o", "link", "show", "eth0"]).output().await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let inner_mac = text.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).context("no MAC on eth0")?;
+    let (inner, gateway) = (net.inner_addr.to_string(), net.inner_gateway.to_string());
+    let host = ["neigh", "replace", &inner, "lladdr", inner_mac, "dev", &net.host_ifname, "nud", "permanent"];
+    let inside =
+        [&ns, "ip", "neigh", "replace", &gateway, "lladdr", host_mac.trim(), "dev", "eth0", "nud", "permanent"];
+    for (prog, args) in [("ip", &host[..]), ("nsenter", &inside[..])] {
+        let st = tokio::process::Command::new(prog).args(args).status().await?;
+        if !st.success() {
+            anyhow::bail!("{prog} {}: {st}", args.join(" "));
+        }
+    }
+    Ok(())
 }

@@ -56,6 +56,10 @@ struct Args {
     /// Ramp with loopback-only sandboxes instead of networked ones.
     #[arg(long)]
     ramp_loopback: bool,
+    /// Give each networked sandbox on the ramp permanent neighbour entries
+    /// (tests the remedy for the host neighbour-table overflow).
+    #[arg(long)]
+    static_neigh: bool,
     /// runc / runsc cycles (0: no peers).
     #[arg(long, default_value_t = 50)]
     oci_runs: usize,

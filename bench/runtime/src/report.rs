@@ -31,6 +31,7 @@ pub struct ArborResults {
     steps: Option<Breakdown>,
     ramp: Option<Ramp>,
     ramp_net: bool,
+    static_neigh: bool,
 }
 
 /// Runs the Arbor series one after the other into `out`.
@@ -54,8 +55,10 @@ pub async fn arbor_phases(
     }
     if args.max_sandboxes > 0 {
         out.ramp_net = !args.ramp_loopback;
+        out.static_neigh = args.static_neigh;
         eprintln!("arbor: ramp to {} idle sandboxes", args.max_sandboxes);
-        out.ramp = Some(arbor::ramp(d, t, out.ramp_net, args.max_sandboxes, args.step.max(1)).await?);
+        out.ramp =
+            Some(arbor::ramp(d, t, out.ramp_net, args.max_sandboxes, args.step.max(1), args.static_neigh).await?);
     }
     Ok(())
 }
@@ -162,7 +165,11 @@ impl Report {
             }
         }
         if let Some(r) = &a.ramp {
-            let kind = if a.ramp_net { "networked" } else { "loopback-only" };
+            let kind = match (a.ramp_net, a.static_neigh) {
+                (false, _) => "loopback-only",
+                (true, false) => "networked",
+                (true, true) => "networked (permanent neighbour entries)",
+            };
             row(
                 &format!("idle {kind} sandboxes held at once"),
                 format!(
