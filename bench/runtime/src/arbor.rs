@@ -62,7 +62,7 @@ impl Template {
 
 /// Makes the driver; it becomes this process's sub-reaper.
 pub async fn driver(data_dir: PathBuf, envd: PathBuf, launcher: PathBuf) -> anyhow::Result<Arc<LinuxDriver>> {
-    let cfg = Config { data_dir, envd, launcher, network: Some(net_config()?) };
+    let cfg = Config { data_dir, envd, launcher, network: Some(net_config()?), disk: None };
     Ok(Arc::new(LinuxDriver::new(cfg).await.context("starting the driver")?))
 }
 

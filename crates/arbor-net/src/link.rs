@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage, State};
+use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
@@ -94,8 +95,29 @@ pub(crate) fn finish_inside(inside: Inside) -> Result<()> {
         let eth0 = inner_index(&nl).await?;
         set_up(&nl, eth0).await?;
         let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(inside.gateway).output_interface(eth0).build();
-        nl.route().add(route).execute().await.map_err(|e| Error::netlink("add default route", e))
+        nl.route().add(route).execute().await.map_err(|e| Error::netlink("add default route", e))?;
+        add_neighbour(&nl, eth0, inside.gateway, HOST_MAC).await
     })
+}
+
+/// A permanent neighbour entry for the other end of a sandbox's veth. Both MACs are fixed, so
+/// no ARP is needed; and permanent entries escape the host-wide neighbour-table limits
+/// (`gc_thresh*`, shared by all namespaces), which overflow past ~500 talking sandboxes and
+/// then drop packets.
+async fn add_neighbour(nl: &Handle, index: u32, addr: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+    nl.neighbours()
+        .add(index, IpAddr::V4(addr))
+        .link_local_address(&mac)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| Error::netlink(format!("add neighbour {addr}"), e))
+}
+
+/// The host end's permanent entry for the sandbox's (shared) inner address.
+pub(crate) async fn add_host_neighbour(nl: &Handle, index: u32, inner: Ipv4Addr) -> Result<()> {
+    add_neighbour(nl, index, inner, INNER_MAC).await
 }
 
 async fn inner_index(nl: &Handle) -> Result<u32> {

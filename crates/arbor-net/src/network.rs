@@ -162,6 +162,7 @@ impl Network {
         link::set_alias(&self.nl, index, &format!("{ALIAS_PREFIX}{id}")).await?;
         link::add_addr(&self.nl, index, self.cfg.inner_gateway, 32).await?;
         link::add_addr(&self.nl, index, block.host, 30).await?;
+        link::add_host_neighbour(&self.nl, index, self.cfg.inner_addr).await?;
         let sysctl = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
         ns::run_in(&self.host, move || match std::fs::write(&sysctl, "1") {
             Ok(()) => Ok(()),

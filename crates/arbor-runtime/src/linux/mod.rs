@@ -180,25 +180,32 @@ impl LinuxDriver {
         let cgroup = self.cgroups.open(CGROUP_PARENT, id)?;
         let init_pid = self.init_pid(id);
         let dir = self.dir(id);
-        let killed = tokio::task::spawn_blocking(move || -> Result<()> {
-            // Killing the cgroup ends envd and everything it started; the
-            // overlay and every other mount lived only in the sandbox's
-            // mount namespace, which ends with its last process.
-            let result = if cgroup.exists() { cgroup.destroy().map_err(Error::from) } else { Ok(()) };
-            if let Some(pid) = init_pid {
-                reap::reap(pid, REAP_TIMEOUT);
-            }
-            result
-        })
-        .await
-        .map_err(|e| Error::Task("killing the sandbox", e.to_string()))?;
-        let network = match &self.net {
-            Some(net) => match net.destroy(id).await {
-                Err(arbor_net::Error::NotFound(_)) => Ok(()),
-                other => other.map_err(Error::from),
-            },
-            None => Ok(()),
+        let killed = async {
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                // Killing the cgroup ends envd and everything it started; the
+                // overlay and every other mount lived only in the sandbox's
+                // mount namespace, which ends with its last process.
+                let result = if cgroup.exists() { cgroup.destroy().map_err(Error::from) } else { Ok(()) };
+                if let Some(pid) = init_pid {
+                    reap::reap(pid, REAP_TIMEOUT);
+                }
+                result
+            })
+            .await
+            .map_err(|e| Error::Task("killing the sandbox", e.to_string()))?
         };
+        let network = async {
+            match &self.net {
+                Some(net) => match net.destroy(id).await {
+                    Err(arbor_net::Error::NotFound(_)) => Ok(()),
+                    other => other.map_err(Error::from),
+                },
+                None => Ok(()),
+            }
+        };
+        // The two are independent and take about as long: the kernel's
+        // network lock for the veth, the cgroup emptying for the processes.
+        let (killed, network) = tokio::join!(killed, network);
         // Only once nothing runs in it may the directory go.
         let quotas = self.quotas.clone();
         let files = match killed {
