@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub network: arbor_net::Config,
     /// Disk limits; `None` leaves sandbox disks unlimited.
     pub disk: Option<arbor_disk::Config>,
+    /// The cgroup all of this node's sandboxes live under.
+    pub cgroup_parent: String,
 }
 
 /// What the control plane asks a node to start.
@@ -84,7 +86,8 @@ impl Node {
             network: Some(cfg.network),
             disk: cfg.disk,
         })
-        .await?;
+        .await?
+        .with_cgroup_parent(&cfg.cgroup_parent);
         Ok(Node { driver, layers, disk_limits })
     }
 

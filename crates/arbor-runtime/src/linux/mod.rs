@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-/// Parent cgroup of every sandbox.
+/// Parent cgroup of every sandbox, unless [`LinuxDriver::with_cgroup_parent`] says otherwise.
 pub const CGROUP_PARENT: &str = "arbor";
 /// How long a killed init process gets to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,6 +55,7 @@ pub struct LinuxDriver {
     envd: PathBuf,
     launcher: PathBuf,
     cgroups: Hierarchy,
+    cgroup_parent: String,
     net: Option<Network>,
     quotas: Option<Arc<Quotas>>,
 }
@@ -80,7 +81,23 @@ impl LinuxDriver {
             Some(disk) => Some(Arc::new(Quotas::open(&sandboxes, &disk)?)),
             None => None,
         };
-        Ok(Self { sandboxes, envd: cfg.envd, launcher: cfg.launcher, cgroups: Hierarchy::detect()?, net, quotas })
+        Ok(Self {
+            sandboxes,
+            envd: cfg.envd,
+            launcher: cfg.launcher,
+            cgroups: Hierarchy::detect()?,
+            cgroup_parent: CGROUP_PARENT.into(),
+            net,
+            quotas,
+        })
+    }
+
+    /// Puts sandbox cgroups under `parent` instead of [`CGROUP_PARENT`], so
+    /// two nodes on one host (a test server beside a real one) never
+    /// reconcile each other's sandboxes away.
+    pub fn with_cgroup_parent(mut self, parent: &str) -> Self {
+        self.cgroup_parent = parent.to_string();
+        self
     }
 
     /// Removes every sandbox and, where the driver mounted one, unmounts the
@@ -107,7 +124,7 @@ impl LinuxDriver {
     async fn start(&self, spec: &SandboxSpec, dir: &Path) -> Result<Sandbox> {
         let limits =
             Limits { cpus: Some(f64::from(spec.vcpus)), memory_mib: Some(spec.memory_mib), pids: Some(spec.pids) };
-        let cgroup = self.cgroups.create(CGROUP_PARENT, &spec.id, &limits)?;
+        let cgroup = self.cgroups.create(&self.cgroup_parent, &spec.id, &limits)?;
         let net = match (&spec.network, &self.net) {
             (Some(_), Some(net)) => Some(net),
             (Some(_), None) => return Err(Error::InvalidSpec("this node has no sandbox networking".into())),
@@ -177,7 +194,7 @@ impl LinuxDriver {
     /// Removes everything of sandbox `id` that exists, trying every step and
     /// returning the first failure.
     async fn remove(&self, id: &str) -> Result<()> {
-        let cgroup = self.cgroups.open(CGROUP_PARENT, id)?;
+        let cgroup = self.cgroups.open(&self.cgroup_parent, id)?;
         let init_pid = self.init_pid(id);
         let dir = self.dir(id);
         let killed = async {
@@ -280,7 +297,7 @@ impl Driver for LinuxDriver {
             return Err(Error::NotFound(id.to_string()));
         }
         let running = self.init_pid(id).is_some_and(reap::alive);
-        let cgroup = self.cgroups.open(CGROUP_PARENT, id)?;
+        let cgroup = self.cgroups.open(&self.cgroup_parent, id)?;
         let disk_bytes = match &self.quotas {
             // A plain directory (made before the node limited disks) has no figure.
             Some(quotas) => quotas.usage(&self.dir(id)).ok().map(|u| u.bytes),

@@ -5,14 +5,14 @@
 //! its init's zombie. Mounts need no sweep: they exist only in sandbox mount
 //! namespaces, which end with their processes.
 
-use super::{LinuxDriver, CGROUP_PARENT};
+use super::LinuxDriver;
 use crate::{driver::Driver, error::Result};
 use std::collections::{BTreeSet, HashSet};
 
 /// Removes every sandbox whose id is not in `keep`, wherever a trace of it is.
 pub async fn run(driver: &LinuxDriver, keep: &HashSet<String>) -> Result<Vec<String>> {
     let mut found: BTreeSet<String> = driver.list().await?.into_iter().collect();
-    found.extend(driver.cgroups.list(CGROUP_PARENT)?);
+    found.extend(driver.cgroups.list(&driver.cgroup_parent)?);
     if let Some(net) = &driver.net {
         found.extend(net.ids().await);
     }
@@ -29,7 +29,7 @@ pub async fn run(driver: &LinuxDriver, keep: &HashSet<String>) -> Result<Vec<Str
     }
     // Whatever carried no id we could read: cgroups with odd names, veths
     // and rules of namespaces that were never pinned.
-    let stale = driver.cgroups.cleanup_stale(CGROUP_PARENT, keep);
+    let stale = driver.cgroups.cleanup_stale(&driver.cgroup_parent, keep);
     let net = match &driver.net {
         Some(net) => net.reconcile(keep).await.map(drop).map_err(Into::into),
         None => Ok(()),
