@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
-use arbor_store::{Error, ListQuery, Metric, SandboxRecord, State, Store, Usage};
+use arbor_store::{Backend, Error, ListQuery, Metric, SandboxRecord, State, Store, Usage};
 
 type Case = fn(String) -> Pin<Box<dyn Future<Output = ()>>>;
 
@@ -44,6 +44,18 @@ fn sqlite_suite() {
             let t = Instant::now();
             case(url).await;
             eprintln!("sqlite {name}: ok in {:?}", t.elapsed());
+        }
+    });
+}
+
+#[test]
+fn bad_urls_are_invalid_arguments() {
+    runtime().block_on(async {
+        for url in ["mysql://x/y", "sqlite:", "sqlite::memory:", "arbor.db"] {
+            match Store::open(url).await {
+                Err(Error::InvalidArgument(msg)) => assert!(msg.contains("URL"), "{msg}"),
+                other => panic!("{url}: {other:?}"),
+            }
         }
     });
 }
@@ -107,6 +119,13 @@ async fn migrations_idempotent(url: String) {
     let store = Store::open(&url).await.unwrap();
     store.create_key("first").await.unwrap();
     store.insert_sandbox(&record("sb1", 1)).await.unwrap();
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        assert_eq!(store.backend(), Backend::Sqlite);
+        // WAL mode is on: the write-ahead log exists beside the database.
+        assert!(std::path::Path::new(&format!("{path}-wal")).exists());
+    } else {
+        assert_eq!(store.backend(), Backend::Postgres);
+    }
     store.close().await;
     for _ in 0..2 {
         let store = Store::open(&url).await.unwrap();

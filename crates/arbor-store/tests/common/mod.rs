@@ -72,14 +72,17 @@ impl PgCluster {
 
     fn command(&self, tool: &str) -> Command {
         let exe = self.bin.join(tool);
-        match self.run_as {
+        let mut c = match self.run_as {
             Some(user) => {
                 let mut c = Command::new("runuser");
                 c.args(["-u", user, "--"]).arg(exe);
                 c
             }
             None => Command::new(exe),
-        }
+        };
+        // The test's own directory may be unreadable for `postgres`.
+        c.current_dir(self.dir.path());
+        c
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
