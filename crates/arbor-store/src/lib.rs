@@ -38,6 +38,7 @@ mod query;
 mod sandbox;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -47,7 +48,7 @@ pub use error::{Error, Result};
 pub use keys::{KeyInfo, NewKey, MIN_IMPORTED_SECRET_LEN};
 pub use metrics::Metric;
 pub use query::{ListQuery, Page, Usage, DEFAULT_LIMIT, MAX_LIMIT};
-pub use sandbox::{SandboxRecord, State};
+pub use sandbox::{SandboxRecord, State, TOUCH_GRANULARITY_MS};
 
 /// How long a SQLite connection waits for another writer before failing.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
@@ -61,6 +62,7 @@ const POSTGRES_MAX_CONNECTIONS: u32 = 16;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    activity: Arc<sandbox::ActivityCache>,
 }
 
 /// Which engine a [`Store`] talks to.
@@ -105,7 +107,8 @@ impl Store {
         };
         let pool = pool_opts.acquire_timeout(Duration::from_secs(30)).connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool, backend })
+        tracing::info!(?backend, "control-plane store open, schema up to date");
+        Ok(Store { pool, backend, activity: Arc::default() })
     }
 
     /// The engine behind this store.

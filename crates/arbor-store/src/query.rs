@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use crate::sandbox::{decode_record, COLUMNS};
-use crate::{from_i64, Error, Result, SandboxRecord, State, Store};
+use crate::{from_i64, Error, Result, SandboxRecord, State, Store, TOUCH_GRANULARITY_MS};
 
 /// Page size when [`ListQuery::limit`] is 0.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -142,13 +142,18 @@ impl Store {
     /// past their deadline (`end_at <= now`), or running and idle for longer
     /// than their idle timeout. Soonest deadline first.
     ///
+    /// Because [`Store::touch`] may lag by up to [`TOUCH_GRANULARITY_MS`],
+    /// the idle test adds that margin: an idle sandbox is never reported
+    /// early, at most that much late.
+    ///
     /// A paused sandbox is due when its `end_at` passes, so the caller sets
     /// `end_at` to the paused-retention deadline (or `i64::MAX`) on pause.
     pub async fn due(&self, now: i64) -> Result<Vec<SandboxRecord>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM sandboxes WHERE state <> 'killed' AND (end_at <= $1 \
              OR (state = 'running' AND idle_timeout_s IS NOT NULL \
-             AND last_activity_at + idle_timeout_s * 1000 <= $2)) ORDER BY end_at, id"
+             AND last_activity_at + idle_timeout_s * 1000 + {TOUCH_GRANULARITY_MS} <= $2)) \
+             ORDER BY end_at, id"
         );
         let rows = sqlx::query(&sql).bind(now).bind(now).fetch_all(&self.pool).await?;
         rows.iter().map(decode_record).collect()

@@ -1,14 +1,51 @@
 //! Sandbox rows: the record type and its single-row operations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
 use crate::{from_i64, to_i64, Error, Result, Store};
+
+/// Touches closer than this to the last one written are not written.
+pub const TOUCH_GRANULARITY_MS: i64 = 1_000;
+/// Bound on remembered sandboxes; past it the memory starts over (at
+/// worst one extra write per sandbox).
+const ACTIVITY_CACHE_MAX: usize = 100_000;
+
+/// Per-sandbox time of the last activity this process wrote.
+#[derive(Debug, Default)]
+pub(crate) struct ActivityCache(Mutex<HashMap<String, i64>>);
+
+impl ActivityCache {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+        // The map holds only hints; one left half-updated by a panic is fine.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `at` should go to the database, remembering it if so.
+    fn should_write(&self, id: &str, at: i64) -> bool {
+        let mut map = self.map();
+        if let Some(&last) = map.get(id) {
+            if at < last.saturating_add(TOUCH_GRANULARITY_MS) {
+                return false;
+            }
+        }
+        if map.len() >= ACTIVITY_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(id.to_string(), at);
+        true
+    }
+
+    fn forget(&self, id: &str) {
+        self.map().remove(id);
+    }
+}
 
 /// Lifecycle state of a sandbox, stored as its lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -324,7 +361,11 @@ impl Store {
         if let Some(from) = from {
             q = q.bind(from.as_str());
         }
-        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
+        let changed = q.execute(&self.pool).await?.rows_affected() > 0;
+        if to == State::Killed {
+            self.activity.forget(id);
+        }
+        Ok(changed)
     }
 
     /// Moves the deadline. [`Error::NotFound`] if the sandbox does not exist.
@@ -340,15 +381,29 @@ impl Store {
         Ok(())
     }
 
-    /// Records activity at `at` (never moves it backwards). One indexed
-    /// `UPDATE`; a missing sandbox is not an error, so that a request racing
-    /// a kill does not fail on bookkeeping.
+    /// Records activity at `at` (never moves it backwards); a missing
+    /// sandbox is not an error, so that a request racing a kill does not
+    /// fail on bookkeeping.
+    ///
+    /// Called on every proxied request, so it is throttled: a touch less
+    /// than [`TOUCH_GRANULARITY_MS`] after the last one this `Store` wrote
+    /// for the sandbox is absorbed in memory. The stored value therefore
+    /// lags the true last activity by less than that, which [`Store::due`]
+    /// allows for. Otherwise one indexed `UPDATE`.
     pub async fn touch(&self, id: &str, at: i64) -> Result<()> {
-        sqlx::query("UPDATE sandboxes SET last_activity_at = $2 WHERE id = $1 AND last_activity_at < $2")
+        if !self.activity.should_write(id, at) {
+            return Ok(());
+        }
+        let res = sqlx::query("UPDATE sandboxes SET last_activity_at = $2 WHERE id = $1 AND last_activity_at < $2")
             .bind(id)
             .bind(at)
             .execute(&self.pool)
-            .await?;
+            .await;
+        if let Err(e) = res {
+            // Not written after all: let the next touch try again.
+            self.activity.forget(id);
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -356,6 +411,7 @@ impl Store {
     /// Returns whether it existed.
     pub async fn delete_sandbox(&self, id: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM sandboxes WHERE id = $1").bind(id).execute(&self.pool).await?;
+        self.activity.forget(id);
         Ok(done.rows_affected() > 0)
     }
 }

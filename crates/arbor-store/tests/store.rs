@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
-use arbor_store::{Backend, Error, ListQuery, Metric, SandboxRecord, State, Store, Usage};
+use arbor_store::{Backend, Error, ListQuery, Metric, SandboxRecord, State, Store, Usage, TOUCH_GRANULARITY_MS};
 
 type Case = fn(String) -> Pin<Box<dyn Future<Output = ()>>>;
 
@@ -247,9 +247,22 @@ async fn sandbox_crud(url: String) {
     assert_eq!(store.get_sandbox(&r.id).await.unwrap().unwrap().end_at, 42);
     assert!(matches!(store.set_end_at("missing", 1).await, Err(Error::NotFound(_))));
     let t = r.started_at + 10_000;
+    let activity = |store: Store| {
+        let id = r.id.clone();
+        async move { store.get_sandbox(&id).await.unwrap().unwrap().last_activity_at }
+    };
     store.touch(&r.id, t).await.unwrap();
     store.touch(&r.id, t - 5_000).await.unwrap();
-    assert_eq!(store.get_sandbox(&r.id).await.unwrap().unwrap().last_activity_at, t);
+    assert_eq!(activity(store.clone()).await, t);
+    // Within the granularity a touch is absorbed; at it, written.
+    store.touch(&r.id, t + TOUCH_GRANULARITY_MS - 1).await.unwrap();
+    assert_eq!(activity(store.clone()).await, t);
+    store.touch(&r.id, t + TOUCH_GRANULARITY_MS).await.unwrap();
+    assert_eq!(activity(store.clone()).await, t + TOUCH_GRANULARITY_MS);
+    // The throttle is per Store: another one (another replica) writes.
+    let replica = Store::open(&url).await.unwrap();
+    replica.touch(&r.id, t + TOUCH_GRANULARITY_MS + 1).await.unwrap();
+    assert_eq!(activity(store.clone()).await, t + TOUCH_GRANULARITY_MS + 1);
     store.touch("missing", t).await.unwrap();
 
     // Usage counts running sandboxes only.
@@ -367,11 +380,12 @@ async fn due_sandboxes(url: String) {
     let mut idle = record("idle", 0);
     idle.end_at = now + 100_000;
     idle.idle_timeout_s = Some(10);
-    idle.last_activity_at = now - 10_000;
+    // Idle timeouts get TOUCH_GRANULARITY_MS (1 s) of grace.
+    idle.last_activity_at = now - 11_000;
     let mut busy = record("busy", 0);
     busy.end_at = now + 100_000;
     busy.idle_timeout_s = Some(10);
-    busy.last_activity_at = now - 9_999;
+    busy.last_activity_at = now - 10_999;
     let mut paused_idle = idle.clone();
     paused_idle.id = "paused-idle".into();
     paused_idle.envd_token = "t-pi".into();
@@ -403,17 +417,21 @@ async fn due_sandboxes(url: String) {
 
 async fn concurrency(url: String) {
     let store = Store::open(&url).await.unwrap();
+    // A second pool on the same database, as a second process would have:
+    // its writers contend through the engine's locks, not one pool's queue.
+    let other = Store::open(&url).await.unwrap();
     const N: usize = 200;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..N {
-        let store = store.clone();
+        let store = if i % 2 == 0 { store.clone() } else { other.clone() };
         tasks.spawn(async move {
             let mut r = record(&format!("c{i:03}"), i as i64);
             r.metadata = BTreeMap::from([("group".into(), (i % 4).to_string())]);
             store.insert_sandbox(&r).await?;
             for j in 0..5 {
-                store.touch(&r.id, 1_000 + j).await?;
-                store.touch(&format!("c{:03}", (i + 1) % N), 1_000 + j).await?;
+                let at = 1_000 + j * TOUCH_GRANULARITY_MS;
+                store.touch(&r.id, at).await?;
+                store.touch(&format!("c{:03}", (i + 1) % N), at).await?;
             }
             r.cpu_count = 8;
             store.update_sandbox(&r).await?;
@@ -430,7 +448,7 @@ async fn concurrency(url: String) {
     let group = ListQuery { metadata: meta(&[("group", "2")]), limit: 1000, ..Default::default() };
     assert_eq!(store.list_sandboxes(&group).await.unwrap().items.len(), N / 4);
     let last = store.get_sandbox("c007").await.unwrap().unwrap();
-    assert_eq!(last.last_activity_at, 1_004);
+    assert_eq!(last.last_activity_at, 1_000 + 4 * TOUCH_GRANULARITY_MS);
 }
 
 async fn metrics_range_and_prune(url: String) {
