@@ -170,11 +170,9 @@ impl Store {
         let mut info = decode_key(&row)?;
         let now = now_ms();
         if info.last_used_at.is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS) {
-            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
-                .bind(info.id.as_str())
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
+            let query =
+                sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1").bind(info.id.as_str()).bind(now);
+            self.execute_relaxed(query).await?;
             info.last_used_at = Some(now);
         }
         Ok(Some(info))

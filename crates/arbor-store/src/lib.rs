@@ -116,6 +116,27 @@ impl Store {
         self.backend
     }
 
+    /// Runs one statement whose loss in a crash of the database server is
+    /// harmless (activity times, last key use, metric samples). PostgreSQL
+    /// then commits without waiting for its WAL flush, which otherwise costs
+    /// a disk sync per statement; SQLite in WAL mode with
+    /// `synchronous=NORMAL` does not sync on commit anyway.
+    async fn execute_relaxed<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<sqlx::any::AnyQueryResult> {
+        match self.backend {
+            Backend::Sqlite => Ok(query.execute(&self.pool).await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SET LOCAL synchronous_commit TO OFF").execute(&mut *tx).await?;
+                let done = query.execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+        }
+    }
+
     /// Closes every connection; later calls fail.
     pub async fn close(&self) {
         self.pool.close().await;

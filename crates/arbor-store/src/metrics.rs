@@ -28,7 +28,7 @@ pub struct Metric {
 impl Store {
     /// Stores one sample.
     pub async fn insert_metric(&self, m: &Metric) -> Result<()> {
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO metrics (sandbox_id, ts, cpu_count, cpu_used_pct, mem_total_mib, \
              mem_used_mib, disk_total, disk_used) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -39,9 +39,8 @@ impl Store {
         .bind(to_i64("mem_total_mib", m.mem_total_mib)?)
         .bind(to_i64("mem_used_mib", m.mem_used_mib)?)
         .bind(to_i64("disk_total", m.disk_total)?)
-        .bind(to_i64("disk_used", m.disk_used)?)
-        .execute(&self.pool)
-        .await?;
+        .bind(to_i64("disk_used", m.disk_used)?);
+        self.execute_relaxed(query).await?;
         Ok(())
     }
 

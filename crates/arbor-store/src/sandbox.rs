@@ -394,15 +394,14 @@ impl Store {
         if !self.activity.should_write(id, at) {
             return Ok(());
         }
-        let res = sqlx::query("UPDATE sandboxes SET last_activity_at = $2 WHERE id = $1 AND last_activity_at < $2")
+        let query = sqlx::query("UPDATE sandboxes SET last_activity_at = $2 WHERE id = $1 AND last_activity_at < $2")
             .bind(id)
-            .bind(at)
-            .execute(&self.pool)
-            .await;
+            .bind(at);
+        let res = self.execute_relaxed(query).await;
         if let Err(e) = res {
             // Not written after all: let the next touch try again.
             self.activity.forget(id);
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
