@@ -25,6 +25,22 @@
 //!
 //! Times are exposed as `i64` unix milliseconds, as stored; see [`now_ms`].
 //!
+//! ```no_run
+//! # async fn demo() -> arbor_store::Result<()> {
+//! use arbor_store::{ListQuery, State, Store};
+//! let store = Store::open("sqlite:/var/lib/arbor/arbor.db").await?;
+//! let key = store.create_key("ci").await?; // key.secret is shown once
+//! assert!(store.verify_key(&key.secret).await?.is_some());
+//! let page = store
+//!     .list_sandboxes(&ListQuery { states: vec![State::Running], limit: 50, ..Default::default() })
+//!     .await?;
+//! for sandbox in &page.items {
+//!     println!("{} ends at {}", sandbox.id, sandbox.end_at);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Crates: `sqlx` (drivers, pool, migrations; SQLite is compiled in, so no
 //! system library is needed), `tokio` (sqlx's runtime), `sha2` (API key
 //! hashes), `getrandom` (key secrets and ids), `percent-encoding` (SQLite paths), `serde_json` (metadata,
