@@ -1,0 +1,485 @@
+//! One suite, run against SQLite (a temp file) and PostgreSQL (a throw-away
+//! cluster): every case gets a fresh, empty database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use arbor_store::{Backend, Error, ListQuery, Metric, SandboxRecord, State, Store, Usage, TOUCH_GRANULARITY_MS};
+
+type Case = fn(String) -> Pin<Box<dyn Future<Output = ()>>>;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        const CASES: &[(&str, Case)] = &[$((stringify!($name), |url| Box::pin($name(url)))),*];
+    };
+}
+
+cases!(
+    migrations_idempotent,
+    keys_lifecycle,
+    sandbox_crud,
+    list_filters,
+    pagination,
+    due_sandboxes,
+    concurrency,
+    metrics_range_and_prune,
+);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap()
+}
+
+#[test]
+fn sqlite_suite() {
+    runtime().block_on(async {
+        for (name, case) in CASES {
+            let dir = tempfile::tempdir().unwrap();
+            // A missing parent directory is created by Store::open.
+            let url = format!("sqlite:{}/state/arbor.db", dir.path().display());
+            let t = Instant::now();
+            case(url).await;
+            eprintln!("sqlite {name}: ok in {:?}", t.elapsed());
+        }
+    });
+}
+
+#[test]
+fn bad_urls_are_invalid_arguments() {
+    runtime().block_on(async {
+        for url in ["mysql://x/y", "sqlite:", "sqlite::memory:", "arbor.db"] {
+            match Store::open(url).await {
+                Err(Error::InvalidArgument(msg)) => assert!(msg.contains("URL"), "{msg}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn postgres_suite() {
+    let Some(cluster) = common::PgCluster::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        for (name, case) in CASES {
+            let url = cluster.create_db(name).await;
+            let t = Instant::now();
+            case(url).await;
+            eprintln!("postgres {name}: ok in {:?}", t.elapsed());
+        }
+    });
+    drop(cluster);
+}
+
+fn record(id: &str, started_at: i64) -> SandboxRecord {
+    SandboxRecord {
+        id: id.into(),
+        template_id: "base".into(),
+        alias: None,
+        state: State::Running,
+        node_id: "local".into(),
+        cpu_count: 2,
+        memory_mb: 512,
+        disk_mb: 1024,
+        metadata: BTreeMap::new(),
+        env_vars: BTreeMap::new(),
+        envd_token: format!("envd-{id}"),
+        traffic_token: None,
+        secure: true,
+        allow_internet: true,
+        network: None,
+        auto_pause: false,
+        auto_resume: false,
+        idle_timeout_s: None,
+        started_at,
+        end_at: started_at + 300_000,
+        last_activity_at: started_at,
+        paused_at: None,
+        host_addr: None,
+        init_pid: None,
+        envd_version: "0.1.0".into(),
+        domain: None,
+    }
+}
+
+fn ids(items: &[SandboxRecord]) -> Vec<&str> {
+    items.iter().map(|r| r.id.as_str()).collect()
+}
+
+fn meta(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+async fn migrations_idempotent(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    store.create_key("first").await.unwrap();
+    store.insert_sandbox(&record("sb1", 1)).await.unwrap();
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        assert_eq!(store.backend(), Backend::Sqlite);
+        // WAL mode is on: the write-ahead log exists beside the database.
+        assert!(std::path::Path::new(&format!("{path}-wal")).exists());
+    } else {
+        assert_eq!(store.backend(), Backend::Postgres);
+    }
+    store.close().await;
+    for _ in 0..2 {
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.key_count().await.unwrap(), 1);
+        assert!(store.get_sandbox("sb1").await.unwrap().is_some());
+        store.close().await;
+    }
+}
+
+async fn keys_lifecycle(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.key_count().await.unwrap(), 0);
+
+    let new = store.create_key("ci").await.unwrap();
+    assert!(new.secret.starts_with("arbor_") && new.secret.len() == 70, "{}", new.secret);
+    assert!(new.secret.starts_with(&new.info.prefix));
+    assert_eq!(new.info.name, "ci");
+
+    let seen = store.verify_key(&new.secret).await.unwrap().expect("valid key");
+    assert_eq!(seen.id, new.info.id);
+    let used = seen.last_used_at.expect("use recorded");
+    // Within the minute the use is not rewritten.
+    let again = store.verify_key(&new.secret).await.unwrap().unwrap();
+    assert_eq!(again.last_used_at, Some(used));
+    assert_eq!(store.verify_key("arbor_nope").await.unwrap(), None);
+    assert_eq!(store.verify_key("").await.unwrap(), None);
+
+    assert!(matches!(store.import_key("op", "short").await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(store.import_key("op", "has a space in it!").await, Err(Error::InvalidArgument(_))));
+    let op = store.import_key("operator", "operator-given-secret-1").await.unwrap();
+    let op2 = store.import_key("renamed", "operator-given-secret-1").await.unwrap();
+    assert_eq!(op, op2, "importing the same secret is idempotent");
+    assert!(store.verify_key("operator-given-secret-1").await.unwrap().is_some());
+    assert_eq!(store.key_count().await.unwrap(), 2);
+    assert_eq!(store.list_keys().await.unwrap().len(), 2);
+
+    // Revoke by display prefix, then by id.
+    assert!(store.revoke_key(&new.info.prefix).await.unwrap());
+    assert_eq!(store.verify_key(&new.secret).await.unwrap(), None);
+    assert!(!store.revoke_key(&new.info.prefix).await.unwrap());
+    assert!(!store.revoke_key("no-such-key").await.unwrap());
+    assert_eq!(store.key_count().await.unwrap(), 1);
+    assert!(store.revoke_key(&op.id).await.unwrap());
+    assert_eq!(store.key_count().await.unwrap(), 0);
+    // Reimporting a revoked secret does not bring it back.
+    let back = store.import_key("operator", "operator-given-secret-1").await.unwrap();
+    assert!(back.revoked_at.is_some());
+    assert_eq!(store.verify_key("operator-given-secret-1").await.unwrap(), None);
+    let listed = store.list_keys().await.unwrap();
+    assert!(listed.iter().all(|k| k.revoked_at.is_some()));
+
+    // A prefix shared by two live keys is ambiguous.
+    let a = store.import_key("a", "samesameAAAAAAAA1").await.unwrap();
+    let b = store.import_key("b", "samesameBBBBBBBB2").await.unwrap();
+    assert_eq!(a.prefix, b.prefix);
+    assert!(matches!(store.revoke_key(&a.prefix).await, Err(Error::Conflict(_))));
+    assert!(store.revoke_key(&a.id).await.unwrap());
+    assert!(store.revoke_key(&b.prefix).await.unwrap());
+}
+
+async fn sandbox_crud(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    let mut r = record("sb-full", 1_700_000_000_000);
+    r.alias = Some("my-template".into());
+    r.metadata = BTreeMap::from([("user".into(), "ann".into()), ("a b".into(), "c&d=e".into())]);
+    r.env_vars = BTreeMap::from([("FOO".into(), "bar baz".into())]);
+    r.traffic_token = Some("traffic".into());
+    r.network = Some(serde_json::json!({"allowOut": ["1.1.1.1/32"], "allowPublicTraffic": false}));
+    r.auto_pause = true;
+    r.auto_resume = true;
+    r.idle_timeout_s = Some(60);
+    r.host_addr = Some("10.11.0.2".into());
+    r.init_pid = Some(4242);
+    r.domain = Some("sandbox.test".into());
+    r.memory_mb = u64::from(u32::MAX) + 1;
+    store.insert_sandbox(&r).await.unwrap();
+    assert_eq!(store.get_sandbox(&r.id).await.unwrap().as_ref(), Some(&r));
+    assert_eq!(store.sandbox_by_token(&r.envd_token).await.unwrap().as_ref(), Some(&r));
+    assert_eq!(store.get_sandbox("missing").await.unwrap(), None);
+    assert_eq!(store.sandbox_by_token("missing").await.unwrap(), None);
+
+    // Duplicate id, duplicate token.
+    let mut dup = record("sb-full", 5);
+    dup.envd_token = "other".into();
+    assert!(matches!(store.insert_sandbox(&dup).await, Err(Error::Conflict(_))));
+    let mut dup = record("sb-other", 5);
+    dup.envd_token = r.envd_token.clone();
+    assert!(matches!(store.insert_sandbox(&dup).await, Err(Error::Conflict(_))));
+    // The failed insert left no metadata behind.
+    let page =
+        store.list_sandboxes(&ListQuery { metadata: meta(&[("user", "ann")]), ..Default::default() }).await.unwrap();
+    assert_eq!(ids(&page.items), ["sb-full"]);
+
+    // Whole-row update replaces metadata.
+    r.metadata = BTreeMap::from([("user".into(), "bob".into())]);
+    r.cpu_count = 4;
+    r.network = None;
+    store.update_sandbox(&r).await.unwrap();
+    assert_eq!(store.get_sandbox(&r.id).await.unwrap().as_ref(), Some(&r));
+    let q = |k: &str, v: &str| ListQuery { metadata: meta(&[(k, v)]), ..Default::default() };
+    assert!(store.list_sandboxes(&q("user", "ann")).await.unwrap().items.is_empty());
+    assert_eq!(store.list_sandboxes(&q("user", "bob")).await.unwrap().items.len(), 1);
+    assert!(matches!(store.update_sandbox(&record("missing", 1)).await, Err(Error::NotFound(_))));
+
+    // State changes.
+    store.set_state(&r.id, State::Paused, 2_000).await.unwrap();
+    let got = store.get_sandbox(&r.id).await.unwrap().unwrap();
+    assert_eq!((got.state, got.paused_at), (State::Paused, Some(2_000)));
+    assert!(!store.transition(&r.id, State::Running, State::Paused, 3_000).await.unwrap());
+    assert!(store.transition(&r.id, State::Paused, State::Running, 3_000).await.unwrap());
+    let got = store.get_sandbox(&r.id).await.unwrap().unwrap();
+    assert_eq!((got.state, got.paused_at), (State::Running, None));
+    assert_eq!(got.last_activity_at, r.started_at.max(3_000));
+    assert!(matches!(store.set_state("missing", State::Killed, 1).await, Err(Error::NotFound(_))));
+    assert!(!store.transition("missing", State::Running, State::Killed, 1).await.unwrap());
+
+    // Deadline and activity.
+    store.set_end_at(&r.id, 42).await.unwrap();
+    assert_eq!(store.get_sandbox(&r.id).await.unwrap().unwrap().end_at, 42);
+    assert!(matches!(store.set_end_at("missing", 1).await, Err(Error::NotFound(_))));
+    let t = r.started_at + 10_000;
+    let activity = |store: Store| {
+        let id = r.id.clone();
+        async move { store.get_sandbox(&id).await.unwrap().unwrap().last_activity_at }
+    };
+    store.touch(&r.id, t).await.unwrap();
+    store.touch(&r.id, t - 5_000).await.unwrap();
+    assert_eq!(activity(store.clone()).await, t);
+    // Within the granularity a touch is absorbed; at it, written.
+    store.touch(&r.id, t + TOUCH_GRANULARITY_MS - 1).await.unwrap();
+    assert_eq!(activity(store.clone()).await, t);
+    store.touch(&r.id, t + TOUCH_GRANULARITY_MS).await.unwrap();
+    assert_eq!(activity(store.clone()).await, t + TOUCH_GRANULARITY_MS);
+    // The throttle is per Store: another one (another replica) writes.
+    let replica = Store::open(&url).await.unwrap();
+    replica.touch(&r.id, t + TOUCH_GRANULARITY_MS + 1).await.unwrap();
+    assert_eq!(activity(store.clone()).await, t + TOUCH_GRANULARITY_MS + 1);
+    store.touch("missing", t).await.unwrap();
+
+    // Usage counts running sandboxes only.
+    let mut p = record("sb-paused", 10);
+    p.state = State::Paused;
+    store.insert_sandbox(&p).await.unwrap();
+    let usage = store.usage().await.unwrap();
+    assert_eq!(usage, Usage { running: 1, vcpu: 4, memory_mb: u64::from(u32::MAX) + 1, paused: 1 });
+
+    // Delete takes the metadata along; the id can be reused.
+    assert!(store.delete_sandbox(&r.id).await.unwrap());
+    assert!(!store.delete_sandbox(&r.id).await.unwrap());
+    assert_eq!(store.get_sandbox(&r.id).await.unwrap(), None);
+    assert!(store.list_sandboxes(&q("user", "bob")).await.unwrap().items.is_empty());
+    store.insert_sandbox(&r).await.unwrap();
+    assert_eq!(store.list_sandboxes(&q("user", "bob")).await.unwrap().items.len(), 1);
+
+    // Killed rows are cleaned up by deadline.
+    store.set_state("sb-paused", State::Killed, 0).await.unwrap();
+    assert_eq!(store.delete_killed(0).await.unwrap(), 0);
+    assert_eq!(store.delete_killed(i64::MAX).await.unwrap(), 1);
+    assert_eq!(store.get_sandbox("sb-paused").await.unwrap(), None);
+}
+
+async fn list_filters(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    type Pairs = &'static [(&'static str, &'static str)];
+    let specs: [(&str, State, Pairs); 5] = [
+        ("s1", State::Running, &[("a b", "c&d=e"), ("x", "y")]),
+        ("s2", State::Running, &[("a b", "c&d=e")]),
+        ("s3", State::Paused, &[("a b", "c&d=e"), ("x", "y"), ("k=1", "v=2 & w")]),
+        ("s4", State::Killed, &[("a b", "c&d=e"), ("x", "y")]),
+        ("s5", State::Running, &[("x", "y")]),
+    ];
+    for (i, (id, state, pairs)) in specs.iter().enumerate() {
+        let mut r = record(id, 1_000 - i as i64);
+        r.state = *state;
+        r.metadata = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        store.insert_sandbox(&r).await.unwrap();
+    }
+    let list = |states: Vec<State>, pairs: &[(&str, &str)]| {
+        let q = ListQuery { states, metadata: meta(pairs), ..Default::default() };
+        let store = store.clone();
+        async move { store.list_sandboxes(&q).await.unwrap() }
+    };
+    use State::*;
+    // No filter: everything but killed, newest first.
+    assert_eq!(ids(&list(vec![], &[]).await.items), ["s1", "s2", "s3", "s5"]);
+    assert_eq!(ids(&list(vec![Running], &[]).await.items), ["s1", "s2", "s5"]);
+    assert_eq!(ids(&list(vec![Paused], &[]).await.items), ["s3"]);
+    assert_eq!(ids(&list(vec![Killed], &[]).await.items), ["s4"]);
+    assert_eq!(ids(&list(vec![Running, Paused, Killed], &[]).await.items), ["s1", "s2", "s3", "s4", "s5"]);
+    // Metadata: special characters, AND of pairs.
+    assert_eq!(ids(&list(vec![], &[("a b", "c&d=e")]).await.items), ["s1", "s2", "s3"]);
+    assert_eq!(ids(&list(vec![], &[("a b", "c&d=e"), ("x", "y")]).await.items), ["s1", "s3"]);
+    assert_eq!(ids(&list(vec![Running], &[("a b", "c&d=e"), ("x", "y")]).await.items), ["s1"]);
+    assert_eq!(ids(&list(vec![], &[("k=1", "v=2 & w")]).await.items), ["s3"]);
+    assert!(list(vec![], &[("k=1", "v=2")]).await.items.is_empty());
+    assert!(list(vec![], &[("a b", "c")]).await.items.is_empty());
+    assert!(list(vec![], &[("x", "y"), ("nope", "y")]).await.items.is_empty());
+    // The same pair twice is still an AND that holds.
+    assert_eq!(ids(&list(vec![], &[("x", "y"), ("x", "y")]).await.items), ["s1", "s3", "s5"]);
+}
+
+async fn pagination(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    // Two share a start time: the id breaks the tie.
+    for (id, t) in [("p-b", 100), ("p-a", 100), ("p-c", 50)] {
+        store.insert_sandbox(&record(id, t)).await.unwrap();
+    }
+    let mut q = ListQuery { limit: 1, ..Default::default() };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_sandboxes(&q).await.unwrap();
+        assert!(page.items.len() <= 1);
+        seen.extend(page.items.iter().map(|r| r.id.clone()));
+        match page.next_token {
+            Some(t) => q.next_token = Some(t),
+            None => break,
+        }
+        assert!(seen.len() <= 3, "pagination does not end: {seen:?}");
+    }
+    assert_eq!(seen, ["p-a", "p-b", "p-c"]);
+
+    // A sandbox created between pages does not shift the rest.
+    let first = store.list_sandboxes(&ListQuery { limit: 1, ..Default::default() }).await.unwrap();
+    store.insert_sandbox(&record("p-new", 200)).await.unwrap();
+    let rest = store
+        .list_sandboxes(&ListQuery { limit: 10, next_token: first.next_token, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest.items), ["p-b", "p-c"]);
+    assert_eq!(rest.next_token, None);
+
+    // limit 0 means the default page size.
+    let all = store.list_sandboxes(&ListQuery::default()).await.unwrap();
+    assert_eq!(ids(&all.items), ["p-new", "p-a", "p-b", "p-c"]);
+
+    for bad in ["garbage", "zz", "", "0000"] {
+        let q = ListQuery { next_token: Some(bad.into()), ..Default::default() };
+        match store.list_sandboxes(&q).await {
+            Err(Error::InvalidArgument(msg)) => assert!(msg.contains("nextToken"), "{msg}"),
+            other => panic!("token {bad:?}: {other:?}"),
+        }
+    }
+}
+
+async fn due_sandboxes(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    let now = 1_000_000;
+    let mut expired = record("expired", 0);
+    expired.end_at = now;
+    let mut alive = record("alive", 0);
+    alive.end_at = now + 1;
+    let mut idle = record("idle", 0);
+    idle.end_at = now + 100_000;
+    idle.idle_timeout_s = Some(10);
+    // Idle timeouts get TOUCH_GRANULARITY_MS (1 s) of grace.
+    idle.last_activity_at = now - 11_000;
+    let mut busy = record("busy", 0);
+    busy.end_at = now + 100_000;
+    busy.idle_timeout_s = Some(10);
+    busy.last_activity_at = now - 10_999;
+    let mut paused_idle = idle.clone();
+    paused_idle.id = "paused-idle".into();
+    paused_idle.envd_token = "t-pi".into();
+    paused_idle.state = State::Paused;
+    let mut paused_expired = expired.clone();
+    paused_expired.id = "paused-expired".into();
+    paused_expired.envd_token = "t-pe".into();
+    paused_expired.state = State::Paused;
+    paused_expired.end_at = now - 1;
+    let mut killed = expired.clone();
+    killed.id = "killed".into();
+    killed.envd_token = "t-k".into();
+    killed.state = State::Killed;
+    for r in [&expired, &alive, &idle, &busy, &paused_idle, &paused_expired, &killed] {
+        store.insert_sandbox(r).await.unwrap();
+    }
+    let due = store.due(now).await.unwrap();
+    let mut got = ids(&due);
+    got.sort();
+    assert_eq!(got, ["expired", "idle", "paused-expired"]);
+    // Activity makes the idle one live again; a later clock makes more due.
+    store.touch("idle", now).await.unwrap();
+    assert_eq!(ids(&store.due(now).await.unwrap()), ["paused-expired", "expired"]);
+    // `alive`'s deadline and `busy`'s idle timeout are both at now + 1;
+    // the order is by deadline.
+    assert_eq!(ids(&store.due(now + 1).await.unwrap()), ["paused-expired", "expired", "alive", "busy"]);
+    assert_eq!(ids(&store.by_state(State::Paused).await.unwrap()), ["paused-expired", "paused-idle"]);
+}
+
+async fn concurrency(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    // A second pool on the same database, as a second process would have:
+    // its writers contend through the engine's locks, not one pool's queue.
+    let other = Store::open(&url).await.unwrap();
+    const N: usize = 200;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let store = if i % 2 == 0 { store.clone() } else { other.clone() };
+        tasks.spawn(async move {
+            let mut r = record(&format!("c{i:03}"), i as i64);
+            r.metadata = BTreeMap::from([("group".into(), (i % 4).to_string())]);
+            store.insert_sandbox(&r).await?;
+            for j in 0..5 {
+                let at = 1_000 + j * TOUCH_GRANULARITY_MS;
+                store.touch(&r.id, at).await?;
+                store.touch(&format!("c{:03}", (i + 1) % N), at).await?;
+            }
+            r.cpu_count = 8;
+            store.update_sandbox(&r).await?;
+            store.get_sandbox(&r.id).await?;
+            store.list_sandboxes(&ListQuery { limit: 5, ..Default::default() }).await?;
+            Ok::<_, Error>(())
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        res.unwrap().unwrap();
+    }
+    let usage = store.usage().await.unwrap();
+    assert_eq!((usage.running, usage.vcpu), (N as u64, 8 * N as u64));
+    let group = ListQuery { metadata: meta(&[("group", "2")]), limit: 1000, ..Default::default() };
+    assert_eq!(store.list_sandboxes(&group).await.unwrap().items.len(), N / 4);
+    let last = store.get_sandbox("c007").await.unwrap().unwrap();
+    assert_eq!(last.last_activity_at, 1_000 + 4 * TOUCH_GRANULARITY_MS);
+}
+
+async fn metrics_range_and_prune(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    store.insert_sandbox(&record("m1", 0)).await.unwrap();
+    for (sb, t) in [("m1", 1_000), ("m1", 2_000), ("m1", 3_000), ("m1", 4_000), ("m2", 2_000)] {
+        let m = Metric {
+            sandbox_id: sb.into(),
+            timestamp: t,
+            cpu_count: 2,
+            cpu_used_pct: t as f64 / 100.0 + 0.25,
+            mem_total_mib: 512,
+            mem_used_mib: 100,
+            disk_total: 1 << 40,
+            disk_used: 1 << 20,
+        };
+        store.insert_metric(&m).await.unwrap();
+    }
+    let got = store.metrics("m1", 2_000, 3_000).await.unwrap();
+    assert_eq!(got.iter().map(|m| m.timestamp).collect::<Vec<_>>(), [2_000, 3_000]);
+    assert_eq!(got[0].cpu_used_pct, 20.25);
+    assert_eq!(got[0].disk_total, 1 << 40);
+    assert_eq!(store.metrics("m1", 0, i64::MAX).await.unwrap().len(), 4);
+    assert!(store.metrics("m1", 5_000, 9_000).await.unwrap().is_empty());
+    // Metrics outlive their sandbox.
+    assert!(store.delete_sandbox("m1").await.unwrap());
+    assert_eq!(store.metrics("m1", 0, i64::MAX).await.unwrap().len(), 4);
+    assert_eq!(store.prune_metrics(3_000).await.unwrap(), 3);
+    assert_eq!(
+        store.metrics("m1", 0, i64::MAX).await.unwrap().iter().map(|m| m.timestamp).collect::<Vec<_>>(),
+        [3_000, 4_000]
+    );
+    assert!(store.metrics("m2", 0, i64::MAX).await.unwrap().is_empty());
+}
