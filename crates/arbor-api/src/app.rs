@@ -1,0 +1,152 @@
+//! The control plane's shared state and the operations handlers and timers
+//! share: start a sandbox, kill it, sample its metrics.
+
+use crate::{
+    auth::KeyCache,
+    config::ApiConfig,
+    error::{ApiError, ApiResult},
+    registry::{Live, Registry},
+};
+use arbor_node::{Node, StartSpec, Template};
+use arbor_store::{SandboxRecord, Store};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+/// envd's port in every sandbox.
+pub const ENVD_PORT: u16 = 49983;
+
+/// Everything a request handler or a timer needs.
+#[derive(Debug)]
+pub struct App {
+    /// Settings.
+    pub cfg: ApiConfig,
+    /// Durable state.
+    pub store: Store,
+    /// This host's sandboxes.
+    pub node: Node,
+    /// Running sandboxes, for the proxy.
+    pub registry: Registry,
+    /// Recently verified API keys.
+    pub keys: KeyCache,
+    /// The last CPU reading per sandbox, for usage between samples.
+    cpu: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 of a unix time in milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl App {
+    /// The control plane over `store` and `node`.
+    pub fn new(cfg: ApiConfig, store: Store, node: Node) -> Arc<App> {
+        Arc::new(App {
+            cfg,
+            store,
+            node,
+            registry: Registry::default(),
+            keys: KeyCache::default(),
+            cpu: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts `record` (already in the store) on the node; on failure the
+    /// record is removed again.
+    pub async fn start(
+        self: &Arc<Self>,
+        template: Template,
+        mut record: SandboxRecord,
+        spec: StartSpec,
+    ) -> ApiResult<SandboxRecord> {
+        // In a task of its own: a client that disconnects mid-create must not
+        // cancel it half-way; what it started is then either running or undone.
+        let app = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            match app.node.start(&template, spec).await {
+                Ok(started) => {
+                    record.host_addr = Some(started.host_addr.to_string());
+                    record.init_pid = Some(started.init_pid);
+                    app.store.update_sandbox(&record).await?;
+                    let addr = SocketAddr::from((started.host_addr, ENVD_PORT));
+                    app.registry.insert(&record.id, Live { addr, token: record.envd_token.clone() });
+                    app.sample(&record).await;
+                    Ok(record)
+                }
+                Err(e) => {
+                    if let Err(cleanup) = app.store.delete_sandbox(&record.id).await {
+                        tracing::error!(id = %record.id, "forgetting a failed sandbox: {cleanup}");
+                    }
+                    Err(ApiError::from(e))
+                }
+            }
+        });
+        task.await.map_err(|e| ApiError::internal("starting the sandbox", e))?
+    }
+
+    /// Kills a sandbox and forgets it; its metrics stay until pruned.
+    pub async fn kill(self: &Arc<Self>, record: SandboxRecord) -> ApiResult<()> {
+        let app = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            app.registry.remove(&record.id);
+            app.sample(&record).await;
+            match app.node.stop(&record.id).await {
+                Ok(()) | Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
+                Err(e) => tracing::error!(id = %record.id, "stopping: {e}"),
+            }
+            app.cpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&record.id);
+            app.store.delete_sandbox(&record.id).await?;
+            tracing::info!(id = %record.id, "sandbox killed");
+            Ok(())
+        });
+        task.await.map_err(|e| ApiError::internal("killing the sandbox", e))?
+    }
+
+    /// Takes one metrics sample of a running sandbox; failures are logged.
+    pub async fn sample(&self, record: &SandboxRecord) {
+        let status = match self.node.status(&record.id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(id = %record.id, "metrics: {e}");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let pct = {
+            let mut cpu = self.cpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let pct = cpu.get(&record.id).map_or(0.0, |(ns, at)| {
+                let elapsed = now.duration_since(*at).as_nanos() as f64;
+                let used = status.cpu_usage_ns.saturating_sub(*ns) as f64;
+                if elapsed > 0.0 {
+                    (used / elapsed / f64::from(record.cpu_count.max(1)) * 100.0).min(100.0)
+                } else {
+                    0.0
+                }
+            });
+            cpu.insert(record.id.clone(), (status.cpu_usage_ns, now));
+            pct
+        };
+        let metric = arbor_store::Metric {
+            sandbox_id: record.id.clone(),
+            timestamp: now_ms(),
+            cpu_count: record.cpu_count,
+            cpu_used_pct: (pct * 100.0).round() / 100.0,
+            mem_total_mib: record.memory_mb,
+            mem_used_mib: status.memory_bytes >> 20,
+            disk_total: record.disk_mb << 20,
+            disk_used: status.disk_bytes.unwrap_or(0),
+        };
+        if let Err(e) = self.store.insert_metric(&metric).await {
+            tracing::warn!(id = %record.id, "storing metrics: {e}");
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! API errors: every failure answers `{"code": <status>, "message": "..."}`.
+
+use crate::model::ErrorBody;
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+
+/// An error answer of the REST API.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    /// The HTTP status (also the body's `code`).
+    pub status: StatusCode,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404 for a sandbox.
+    pub fn sandbox_not_found(id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("sandbox {id} not found"))
+    }
+
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
+    /// 500; the detail is logged, and said.
+    pub fn internal(what: &str, err: impl std::fmt::Display) -> Self {
+        tracing::error!("{what}: {err}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {err}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { code: self.status.as_u16(), message: self.message };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<arbor_store::Error> for ApiError {
+    fn from(e: arbor_store::Error) -> Self {
+        ApiError::internal("store", e)
+    }
+}
+
+impl From<arbor_node::Error> for ApiError {
+    fn from(e: arbor_node::Error) -> Self {
+        match e {
+            arbor_node::Error::TemplateNotFound(name) => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("template '{name}' not found"))
+            }
+            arbor_node::Error::Invalid(msg) => ApiError::bad_request(msg),
+            arbor_node::Error::Runtime(arbor_runtime::Error::InvalidSpec(msg)) => ApiError::bad_request(msg),
+            other => ApiError::internal("node", other),
+        }
+    }
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// A JSON body the SDK sent wrong, as a 400 with serde's reason.
+pub fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid request body: {}", rejection.body_text()))
+}

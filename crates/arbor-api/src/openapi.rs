@@ -1,0 +1,44 @@
+//! The OpenAPI document, served at `/openapi.json`.
+
+use crate::{handlers, model};
+use utoipa::OpenApi;
+
+/// The API as OpenAPI 3.1.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Arbor API", description = "E2B / Novita-compatible sandbox API. Every route needs `X-API-KEY`."),
+    paths(
+        handlers::sandboxes::create,
+        handlers::sandboxes::get,
+        handlers::sandboxes::kill,
+        handlers::sandboxes::set_timeout,
+        handlers::sandboxes::connect,
+        handlers::list::list_v2,
+        handlers::list::list_v1,
+        handlers::metrics::metrics,
+        handlers::metrics::quota,
+        handlers::network::set_network,
+    ),
+    components(schemas(
+        model::NewSandbox, model::Sandbox, model::SandboxDetail, model::SandboxMetric, model::Quota,
+        model::ErrorBody, model::ConnectSandbox, model::SetTimeout, model::NetworkConfig
+    )),
+    modifiers(&ApiKey)
+)]
+pub struct ApiDoc;
+
+struct ApiKey;
+
+impl utoipa::Modify for ApiKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey as Key, ApiKeyValue, SecurityRequirement, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("ApiKey", SecurityScheme::ApiKey(Key::Header(ApiKeyValue::new("X-API-KEY"))));
+        openapi.security = Some(vec![SecurityRequirement::new("ApiKey", Vec::<String>::new())]);
+    }
+}
+
+/// The document as JSON.
+pub fn document() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

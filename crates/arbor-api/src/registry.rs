@@ -1,0 +1,77 @@
+//! Sandboxes running on this server, in memory: what the envd proxy needs
+//! on every request (address by id or token) without a database round trip,
+//! and the activity it records.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Mutex, RwLock},
+};
+
+/// A running sandbox as the proxy sees it.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// envd's address.
+    pub addr: SocketAddr,
+    /// envd's access token.
+    pub token: String,
+}
+
+/// The running sandboxes and when each last saw a request.
+#[derive(Debug, Default)]
+pub struct Registry {
+    by_id: RwLock<HashMap<String, Live>>,
+    by_token: RwLock<HashMap<String, String>>,
+    activity: Mutex<HashMap<String, i64>>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Registry {
+    /// Adds (or replaces) a running sandbox.
+    pub fn insert(&self, id: &str, live: Live) {
+        write(&self.by_token).insert(live.token.clone(), id.to_string());
+        if let Some(old) = write(&self.by_id).insert(id.to_string(), live) {
+            write(&self.by_token).remove(&old.token);
+        }
+    }
+
+    /// Forgets a sandbox (killed or paused).
+    pub fn remove(&self, id: &str) {
+        if let Some(old) = write(&self.by_id).remove(id) {
+            write(&self.by_token).remove(&old.token);
+        }
+    }
+
+    /// A running sandbox by id.
+    pub fn get(&self, id: &str) -> Option<Live> {
+        read(&self.by_id).get(id).cloned()
+    }
+
+    /// The id of the running sandbox with envd token `token`.
+    pub fn id_by_token(&self, token: &str) -> Option<String> {
+        read(&self.by_token).get(token).cloned()
+    }
+
+    /// Ids of all running sandboxes.
+    pub fn ids(&self) -> Vec<String> {
+        read(&self.by_id).keys().cloned().collect()
+    }
+
+    /// Records a request to `id` at `now_ms`.
+    pub fn touch(&self, id: &str, now_ms: i64) {
+        let mut activity = self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        activity.insert(id.to_string(), now_ms);
+    }
+
+    /// The activity recorded since the last call, to be written to the store.
+    pub fn take_activity(&self) -> HashMap<String, i64> {
+        std::mem::take(&mut *self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}

@@ -1,0 +1,39 @@
+//! The route table.
+
+use crate::{app::App, auth, handlers, openapi};
+use axum::{
+    middleware,
+    routing::{get, post, put},
+    Router,
+};
+use std::sync::Arc;
+
+/// The control-plane router (every route behind the API key), with
+/// `/openapi.json` public. Non-API paths fall through to `fallback` (the
+/// envd proxy).
+pub fn router(app: Arc<App>, fallback: Router) -> Router {
+    use handlers::{list, metrics, network, sandboxes, unsupported};
+    let api = Router::new()
+        .route("/sandboxes", get(list::list_v1).post(sandboxes::create))
+        .route("/v2/sandboxes", get(list::list_v2))
+        .route("/sandboxes/quota", get(metrics::quota))
+        .route("/sandboxes/{id}", get(sandboxes::get).delete(sandboxes::kill))
+        .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route("/sandboxes/{id}/metrics", get(metrics::metrics))
+        .route("/sandboxes/{id}/network", put(network::set_network))
+        .route("/sandboxes/{id}/{op}", post(unsupported::sandbox_operation).get(unsupported::sandbox_operation))
+        .route("/snapshots", get(unsupported::unknown))
+        .route("/templates", get(unsupported::unknown).post(unsupported::unknown))
+        .route("/templates/{*rest}", get(unsupported::unknown).post(unsupported::unknown).delete(unsupported::unknown))
+        .route("/v2/templates", get(unsupported::unknown))
+        .route("/v3/templates", post(unsupported::unknown))
+        .route("/volumes", get(unsupported::unknown).post(unsupported::unknown))
+        .route("/secrets", get(unsupported::unknown).post(unsupported::unknown))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth::require_key))
+        .with_state(app);
+    Router::new()
+        .route("/openapi.json", get(|| async { ([("content-type", "application/json")], openapi::document()) }))
+        .merge(api)
+        .fallback_service(fallback)
+}
