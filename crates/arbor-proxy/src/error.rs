@@ -3,10 +3,10 @@
 //! * `/files`, `/health` and other plain envd paths: HTTP status with
 //!   `{"code": <status>, "message": "..."}`. The Python SDK maps the status
 //!   (400 → `InvalidArgumentException`, 401 → `AuthenticationException`,
-//!   404 → `NotFoundException`, 502 → `TimeoutException` "sandbox timeout")
-//!   and shows `message`.
+//!   502 → `TimeoutException` "likely due to sandbox timeout") and shows
+//!   `message`.
 //! * Connect unary calls (`application/json`, `application/proto`): HTTP
-//!   status with a Connect error body `{"code": "not_found", "message": ...}`,
+//!   status with a Connect error body `{"code": "unavailable", "message": ...}`,
 //!   which both SDKs parse into the same exceptions as envd's own errors.
 //! * Connect streaming calls (`application/connect+json`/`+proto`): HTTP 200
 //!   and a single end-stream envelope carrying the error, as the Connect
@@ -57,8 +57,12 @@ impl ProxyError {
         match self {
             ProxyError::NoSandbox => StatusCode::UNAUTHORIZED,
             ProxyError::BadHeader(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NotFound(_) | ProxyError::UnknownToken => StatusCode::NOT_FOUND,
-            ProxyError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+            // 502, not 404: as upstream E2B's proxy does. The SDKs read 502 /
+            // `unavailable` as "the sandbox is gone, likely timed out", while
+            // a 404 on /files would surface as FileNotFoundException.
+            ProxyError::NotFound(_) | ProxyError::UnknownToken | ProxyError::Unreachable { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Status { status, .. } => *status,
         }
     }

@@ -17,8 +17,9 @@
 //! * `http-body`: the body trait, to wrap bodies so open streams report
 //!   activity.
 //! * `axum`: the request/response types of the API server this plugs into.
-//! * `arbor-proto`: Connect error codes and the end-stream envelope, for the
-//!   proxy's own errors on Connect paths.
+//! * `arbor-proto`: Connect codes, content types and envelopes, for the
+//!   proxy's own errors on Connect paths and to end a stream cleanly when
+//!   envd dies in the middle of it.
 //! * `async-trait`: an object-safe async [`Resolver`].
 //! * `serde_json`, `bytes`: error bodies; `thiserror`: [`ProxyError`];
 //!   `tokio`: the activity timer; `tracing`: logs.
@@ -27,6 +28,7 @@ mod body;
 mod error;
 mod proxy;
 mod resolver;
+mod stream;
 
 pub use error::ProxyError;
 pub use proxy::{Proxy, ACCESS_TOKEN_HEADER, DEFAULT_ACTIVITY_INTERVAL, E2B_SANDBOX_ID_HEADER, SANDBOX_ID_HEADER};

@@ -4,7 +4,9 @@ use crate::{
     body::ActivityBody,
     error::ProxyError,
     resolver::{Lookup, Resolver, Target},
+    stream::ConnectStream,
 };
+use arbor_proto::connect::{CallKind, Codec};
 use axum::{body::Body, extract::Request, response::Response, Router};
 use http::{header, HeaderMap, HeaderName, Uri, Version};
 use hyper_util::{
@@ -136,8 +138,22 @@ impl Proxy {
         let resp = self.client.request(upstream).await.map_err(|e| unreachable(&target, &e))?;
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = ActivityBody::new(body, self.resolver.clone(), sandbox_id, self.activity_interval);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        let streaming = parts.status == http::StatusCode::OK
+            && parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Codec::from_content_type)
+                .is_some_and(|(kind, _)| kind == CallKind::Streaming);
+        let (resolver, every) = (self.resolver.clone(), self.activity_interval);
+        let body = if streaming {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let body = ConnectStream::new(body, sandbox_id.clone());
+            Body::new(ActivityBody::new(body, resolver, sandbox_id, every))
+        } else {
+            Body::new(ActivityBody::new(body, resolver, sandbox_id, every))
+        };
+        Ok(Response::from_parts(parts, body))
     }
 
     async fn resolve(&self, headers: &HeaderMap) -> Result<Target, ProxyError> {

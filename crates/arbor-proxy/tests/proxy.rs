@@ -103,8 +103,8 @@ async fn proxy_errors_have_the_shapes_the_sdks_map() {
     // Plain envd paths: HTTP status + {"code": <int>, "message"}.
     let cases: [(Headers, u16, &str); 5] = [
         (&[], 401, "names no sandbox"),
-        (&[("Novita-Sandbox-Id", "nope")], 404, "sandbox nope not found"),
-        (&[("X-Access-Token", "tok-nobody")], 404, "no sandbox has this access token"),
+        (&[("Novita-Sandbox-Id", "nope")], 502, "sandbox nope not found"),
+        (&[("X-Access-Token", "tok-nobody")], 502, "no sandbox has this access token"),
         (&[("Novita-Sandbox-Id", "paused")], 409, "sandbox paused is paused"),
         (&[("Novita-Sandbox-Id", "dead")], 502, "sandbox dead is not reachable: cannot connect to envd"),
     ];
@@ -119,16 +119,16 @@ async fn proxy_errors_have_the_shapes_the_sdks_map() {
 
     // Connect unary: HTTP status + Connect error JSON.
     let resp = rpc("application/json", b"{}".to_vec(), &[("Novita-Sandbox-Id", "nope")]).await.unwrap();
-    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.status(), 502);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body, json!({"code": "not_found", "message": "sandbox nope not found"}));
+    assert_eq!(body, json!({"code": "unavailable", "message": "sandbox nope not found"}));
     let resp = rpc("application/json", b"{}".to_vec(), &[("Novita-Sandbox-Id", "dead")]).await.unwrap();
     assert_eq!(resp.status(), 502);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "unavailable", "{body}");
 
     // Connect streams: 200 and one end-stream frame with the error.
-    for (id, code) in [("nope", "not_found"), ("dead", "unavailable"), ("paused", "failed_precondition")] {
+    for (id, code) in [("nope", "unavailable"), ("dead", "unavailable"), ("paused", "failed_precondition")] {
         let resp = rpc("application/connect+json", envelope(&json!({})), &[("Novita-Sandbox-Id", id)]).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-type"], "application/connect+json");
@@ -261,4 +261,75 @@ async fn client_stream_is_forwarded_as_it_is_written() {
     assert_eq!(resp.status(), 200);
     let mut reply = resp.bytes().await.unwrap().to_vec();
     assert_eq!(envelopes(&mut reply).last().map(|f| f.0), Some(0x02));
+}
+
+/// envd dying in the middle of a server stream: the client gets a proper
+/// end-stream `unavailable` naming the sandbox instead of a cut connection.
+#[tokio::test]
+async fn stream_cut_by_a_dying_envd_ends_with_unavailable() {
+    let (mut envd, _resolver, proxy) = setup(Duration::ZERO).await;
+    let start = json!({"process": {"cmd": "/bin/bash", "args": ["-c", "echo started; sleep 3"]}});
+    let resp = reqwest::Client::new()
+        .post(url(proxy, "/process.Process/Start"))
+        .header("content-type", "application/connect+json")
+        .header("novita-sandbox-id", "alpha")
+        .header("x-access-token", TOKEN)
+        .body(envelope(&start))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let (mut buf, mut frames) = (Vec::new(), Vec::new());
+    let mut killed = false;
+    let read = async {
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.expect("the proxy ends the stream cleanly"));
+            for frame in envelopes(&mut buf) {
+                if frame.1["event"]["data"]["stdout"].is_string() && !killed {
+                    envd.kill();
+                    killed = true;
+                }
+                frames.push(frame);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.unwrap();
+    assert!(killed, "{frames:?}");
+    let (flags, last) = frames.last().unwrap();
+    assert_eq!(*flags, 0x02, "{frames:?}");
+    assert_eq!(last["error"]["code"], "unavailable", "{last}");
+    assert!(last["error"]["message"].as_str().unwrap().contains("sandbox alpha is not reachable"), "{last}");
+}
+
+/// HTTP/2 with prior knowledge from the client (the SDKs use HTTP/1.1, other
+/// clients may not): the proxy still talks HTTP/1.1 to envd.
+#[tokio::test]
+async fn http2_prior_knowledge_clients_are_served() {
+    use http_body_util::{BodyExt, Full};
+    let (_envd, _resolver, proxy) = setup(Duration::ZERO).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let request = |content_type: &str, body: Vec<u8>| {
+        http::Request::post(url(proxy, "/process.Process/Start"))
+            .header("content-type", content_type)
+            .header("novita-sandbox-id", "alpha")
+            .header("x-access-token", TOKEN)
+            .body(Full::new(bytes::Bytes::from(body)))
+            .unwrap()
+    };
+    let start = json!({"process": {"cmd": "/bin/echo", "args": ["over-h2"]}});
+    let resp = client.request(request("application/connect+json", envelope(&start))).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let mut buf = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let frames = envelopes(&mut buf);
+    let out: String = frames
+        .iter()
+        .filter_map(|(_, m)| m["event"]["data"]["stdout"].as_str())
+        .map(|s| String::from_utf8(B64.decode(s).unwrap()).unwrap())
+        .collect();
+    assert_eq!(out, "over-h2\n");
+    assert_eq!(frames.last().map(|f| (f.0, f.1.clone())), Some((0x02, json!({}))));
 }

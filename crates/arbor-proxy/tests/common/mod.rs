@@ -79,6 +79,12 @@ impl Envd {
         self.dir.path().join("home/user")
     }
 
+    /// Kills envd (as when its sandbox dies).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// envd's resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
         rss_kib(&format!("/proc/{}/status", self.child.id()))
