@@ -13,7 +13,12 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    hash::{Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
 
 /// Header naming the sandbox (Novita SDKs).
 pub const SANDBOX_ID_HEADER: &str = "novita-sandbox-id";
@@ -119,7 +124,7 @@ impl Proxy {
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::builder()
             .scheme("http")
-            .authority(target.addr.to_string())
+            .authority(pool_authority(&target))
             .path_and_query(path_and_query)
             .build()
             .map_err(|e| ProxyError::Status {
@@ -166,6 +171,18 @@ impl Proxy {
         };
         self.resolver.resolve(lookup).await
     }
+}
+
+/// The URI authority of requests to `target`: `<key>@<addr>`.
+///
+/// The client pools connections by authority, so the userinfo part gives each
+/// (sandbox, generation) pools of its own even when a new sandbox reuses an
+/// address. It never reaches the wire: requests go out in origin form, and
+/// `Host` is built from the host and port only.
+fn pool_authority(target: &Target) -> String {
+    let mut h = std::hash::DefaultHasher::new();
+    (target.sandbox_id.as_str(), target.generation).hash(&mut h);
+    format!("{:016x}@{}", h.finish(), target.addr)
 }
 
 /// The trimmed value of a header, `None` if absent or empty.

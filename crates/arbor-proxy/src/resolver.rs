@@ -26,6 +26,19 @@ pub struct Target {
     pub sandbox_id: String,
     /// envd's address, e.g. `10.200.0.2:49983`.
     pub addr: SocketAddr,
+    /// Which incarnation of envd's connections this is. Connections are
+    /// pooled per (sandbox, generation, address); bump it when envd's
+    /// earlier connections vanished without a FIN reaching the host (e.g. the
+    /// sandbox was restored from a checkpoint), so no request is sent down a
+    /// dead pooled connection. 0 is fine otherwise.
+    pub generation: u64,
+}
+
+impl Target {
+    /// A target with generation 0.
+    pub fn new(sandbox_id: impl Into<String>, addr: SocketAddr) -> Self {
+        Self { sandbox_id: sandbox_id.into(), addr, generation: 0 }
+    }
 }
 
 /// The control plane's side of the proxy.

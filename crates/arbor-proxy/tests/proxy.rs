@@ -333,3 +333,105 @@ async fn http2_prior_knowledge_clients_are_served() {
     assert_eq!(out, "over-h2\n");
     assert_eq!(frames.last().map(|f| (f.0, f.1.clone())), Some((0x02, json!({}))));
 }
+
+/// What envd receives: a raw listener in envd's place records the request
+/// heads and counts connections.
+#[tokio::test]
+async fn forwarded_heads_and_pooled_connections() {
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (h, a) = (heads.clone(), accepted.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: head, then a Content-Length body.
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        let n = sock.read(&mut chunk).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    };
+                    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + len {
+                        let mut chunk = [0u8; 4096];
+                        let n = sock.read(&mut chunk).await.unwrap();
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    buf.drain(..end + len);
+                    h.lock().unwrap().push(head);
+                    let resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nX-Envd: 1\r\n\r\nok";
+                    sock.write_all(resp.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+
+    let resolver = Arc::new(TableResolver::default());
+    resolver.add("raw", "tok-raw", upstream);
+    resolver.add("raw2", "tok-raw2", upstream);
+    let proxy = serve_proxy(resolver, Duration::ZERO).await;
+    let client = reqwest::Client::new();
+    let send = |id: &'static str| {
+        client
+            .post(url(proxy, "/files?path=a%20b"))
+            .header("novita-sandbox-id", id)
+            .header("x-access-token", "tok")
+            .header("authorization", "Basic cm9vdDo=")
+            .header("connection", "keep-alive, x-drop-me")
+            .header("x-drop-me", "1")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("proxy-authorization", "secret")
+            .header("expect", "100-continue")
+            .header("x-custom", "kept")
+            .body("hello")
+            .send()
+    };
+    for id in ["raw", "raw", "raw2"] {
+        let resp = send(id).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-envd"], "1");
+        assert!(resp.headers().get("keep-alive").is_none());
+        assert_eq!(resp.text().await.unwrap(), "ok");
+    }
+
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 3);
+    for head in &heads {
+        let lower = head.to_ascii_lowercase();
+        assert!(head.starts_with("POST /files?path=a%20b HTTP/1.1\r\n"), "{head}");
+        assert!(lower.contains(&format!("\r\nhost: {upstream}\r\n")), "{head}");
+        assert!(!head.contains('@'), "the pool key leaked: {head}");
+        for kept in ["x-access-token: tok", "authorization: basic cm9vdDo=", "novita-sandbox-id: raw", "x-custom: kept"]
+        {
+            assert!(lower.contains(&kept.to_ascii_lowercase()), "{kept} missing: {head}");
+        }
+        for gone in ["x-drop-me", "keep-alive:", "\r\nte:", "proxy-authorization", "expect:"] {
+            assert!(!lower.contains(gone), "{gone} forwarded: {head}");
+        }
+    }
+    // raw's two requests share a kept-alive connection; raw2 at the same
+    // address gets its own.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

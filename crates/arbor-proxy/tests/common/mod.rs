@@ -56,6 +56,7 @@ impl Envd {
             .arg(&etc)
             .arg("--access-token")
             .arg(token)
+            .env("ARBOR_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -167,7 +168,7 @@ impl Resolver for TableResolver {
                 message: "sandbox paused is paused".into(),
             });
         }
-        Ok(Target { sandbox_id: found.0.clone(), addr: found.1 .1 })
+        Ok(Target::new(found.0.clone(), found.1 .1))
     }
 
     fn activity(&self, sandbox_id: &str) {
