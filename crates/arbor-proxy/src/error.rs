@@ -75,19 +75,49 @@ impl ProxyError {
     /// Renders the error in the shape the caller of `path` understands (see
     /// the module doc); `content_type` is the request's.
     pub fn into_response_for(self, path: &str, content_type: Option<&str>) -> Response {
+        self.into_response_shaped(ErrorShape::of(path, content_type))
+    }
+
+    pub(crate) fn into_response_shaped(self, shape: ErrorShape) -> Response {
         let message = self.to_string();
         let status = self.status();
-        if !crate::is_connect_path(path) {
-            let body = serde_json::json!({ "code": status.as_u16(), "message": message });
-            return json_response(status, body.to_string());
-        }
-        let error = ConnectError::new(self.connect_code(), message);
-        match content_type.and_then(Codec::from_content_type) {
-            Some((CallKind::Streaming, codec)) => {
+        match shape {
+            ErrorShape::Plain => {
+                let body = serde_json::json!({ "code": status.as_u16(), "message": message });
+                json_response(status, body.to_string())
+            }
+            ErrorShape::ConnectUnary => {
+                json_response(status, ConnectError::new(self.connect_code(), message).to_json().to_string())
+            }
+            ErrorShape::ConnectStream(codec) => {
+                let error = ConnectError::new(self.connect_code(), message);
                 let ct = HeaderValue::from_static(codec.content_type(CallKind::Streaming));
                 (StatusCode::OK, [(header::CONTENT_TYPE, ct)], connect::end_stream(Some(&error))).into_response()
             }
-            _ => json_response(status, error.to_json().to_string()),
+        }
+    }
+}
+
+/// How a request wants the proxy's errors, decided before the request is
+/// consumed (so nothing is copied out of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorShape {
+    /// `{"code": <status>, "message"}` with the HTTP status.
+    Plain,
+    /// A Connect error body with the HTTP status.
+    ConnectUnary,
+    /// HTTP 200 and an end-stream envelope with the error.
+    ConnectStream(Codec),
+}
+
+impl ErrorShape {
+    pub(crate) fn of(path: &str, content_type: Option<&str>) -> Self {
+        if !crate::is_connect_path(path) {
+            return ErrorShape::Plain;
+        }
+        match content_type.and_then(Codec::from_content_type) {
+            Some((CallKind::Streaming, codec)) => ErrorShape::ConnectStream(codec),
+            _ => ErrorShape::ConnectUnary,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::{
     body::ActivityBody,
-    error::ProxyError,
+    error::{ErrorShape, ProxyError},
     resolver::{Lookup, Resolver, Target},
     stream::ConnectStream,
 };
@@ -104,13 +104,13 @@ impl Proxy {
     /// shape the SDKs expect for the path (see [`ProxyError`]); everything
     /// envd answers is passed on unchanged.
     pub async fn handle(&self, req: Request) -> Response {
-        let path = req.uri().path().to_owned();
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let shape = ErrorShape::of(req.uri().path(), content_type);
         match self.forward(req).await {
             Ok(resp) => resp,
             Err(e) => {
-                tracing::debug!(path = %path, error = %e, "envd proxy refused a request");
-                e.into_response_for(&path, content_type.as_deref())
+                tracing::debug!(error = %e, "envd proxy refused a request");
+                e.into_response_shaped(shape)
             }
         }
     }
@@ -162,12 +162,14 @@ impl Proxy {
     }
 
     async fn resolve(&self, headers: &HeaderMap) -> Result<Target, ProxyError> {
-        let lookup = match header_text(headers, SANDBOX_ID_HEADER)?.or(header_text(headers, E2B_SANDBOX_ID_HEADER)?) {
-            Some(id) => Lookup::Id(id),
-            None => match header_text(headers, ACCESS_TOKEN_HEADER)? {
-                Some(token) => Lookup::Token(token),
-                None => return Err(ProxyError::NoSandbox),
-            },
+        let lookup = if let Some(id) = header_text(headers, SANDBOX_ID_HEADER)? {
+            Lookup::Id(id)
+        } else if let Some(id) = header_text(headers, E2B_SANDBOX_ID_HEADER)? {
+            Lookup::Id(id)
+        } else if let Some(token) = header_text(headers, ACCESS_TOKEN_HEADER)? {
+            Lookup::Token(token)
+        } else {
+            return Err(ProxyError::NoSandbox);
         };
         self.resolver.resolve(lookup).await
     }
