@@ -213,3 +213,25 @@ pub fn envelope(msg: &serde_json::Value) -> Vec<u8> {
     out.extend_from_slice(&payload);
     out
 }
+
+/// The access token of sandbox `alpha` in [`setup`].
+pub const TOKEN: &str = "tok-alpha";
+
+/// envd with sandbox `alpha` (token [`TOKEN`]), `paused` (refused with 409)
+/// and `dead` (nothing listens) in the resolver, and the proxy serving them.
+pub async fn setup(activity_every: Duration) -> (Envd, Arc<TableResolver>, SocketAddr) {
+    let envd = Envd::start(TOKEN).await;
+    let resolver = Arc::new(TableResolver::default());
+    resolver.add("alpha", TOKEN, envd.addr);
+    resolver.add("paused", "tok-paused", envd.addr);
+    // Nothing listens there: bind, read the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    resolver.add("dead", "tok-dead", dead);
+    let proxy = serve_proxy(resolver.clone(), activity_every).await;
+    (envd, resolver, proxy)
+}
+
+/// `http://<addr><path>`.
+pub fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
