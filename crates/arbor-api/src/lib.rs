@@ -22,6 +22,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod model;
 pub mod openapi;
+pub mod proxy;
 pub mod registry;
 mod routes;
 
