@@ -1,0 +1,54 @@
+//! `arbor`: the Arbor server and the command-line client in one binary.
+
+mod keys;
+mod server;
+
+use arbor_cli::{config_cmd, sandbox};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Arbor: self-hosted sandboxes for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "arbor", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the Arbor server: REST API, envd proxy and the local node
+    Server(server::ServerArgs),
+    /// Create, list, inspect, kill and run commands in sandboxes
+    #[command(visible_alias = "sbx")]
+    Sandbox(sandbox::SandboxArgs),
+    /// Manage API keys (on the server's host, directly in its store)
+    Keys(keys::KeysArgs),
+    /// Show or edit the CLI's config file
+    Config(config_cmd::ConfigArgs),
+}
+
+/// Exit code of a failed `arbor` command (a command run by `exec` reports its own).
+const FAILURE: u8 = 1;
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(FAILURE))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<i32, String> = match cli.cmd {
+        Cmd::Server(args) => server::run(args).await.map(|()| 0).map_err(|e| format!("{e:#}")),
+        Cmd::Keys(args) => keys::run(args).await.map(|()| 0).map_err(|e| format!("{e:#}")),
+        Cmd::Sandbox(args) => sandbox::run(args).await.map_err(|e| e.to_string()),
+        Cmd::Config(args) => config_cmd::run(args).map(|()| 0).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(code) => exit(code),
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(FAILURE)
+        }
+    }
+}
