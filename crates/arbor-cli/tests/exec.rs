@@ -38,9 +38,12 @@ impl Write for Sink {
 
 async fn run(api: &Api, id: &str, req: ExecRequest) -> (Result<i32, Error>, String, String) {
     let (mut out, mut err) = (Sink::default(), Sink::default());
-    let r = tokio::time::timeout(Duration::from_secs(30), exec(&client(api), id, &req, &mut out, &mut err))
-        .await
-        .expect("exec timed out");
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        exec(&client(api), id, &req, &mut out, &mut err, std::future::pending()),
+    )
+    .await
+    .expect("exec timed out");
     (r, String::from_utf8(out.data).unwrap(), String::from_utf8(err.data).unwrap())
 }
 
@@ -78,11 +81,32 @@ async fn exec_runs_commands_through_envd() {
 async fn exec_output_arrives_while_the_command_runs() {
     let api = Api::start(true).await;
     let (mut out, mut err) = (Sink::default(), Sink::default());
-    let code =
-        exec(&client(&api), "sbx-a", &cmd("echo first; sleep 2; echo second"), &mut out, &mut err).await.unwrap();
+    let code = exec(
+        &client(&api),
+        "sbx-a",
+        &cmd("echo first; sleep 2; echo second"),
+        &mut out,
+        &mut err,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     let done = Instant::now();
     assert_eq!((code, out.data.as_slice()), (0, b"first\nsecond\n".as_slice()));
     let (first_at, first) = &out.writes[0];
     assert_eq!(first, b"first\n");
     assert!(done.duration_since(*first_at) > Duration::from_millis(1500), "output was buffered until the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_kills_the_process_in_the_sandbox() {
+    let api = Api::start(true).await;
+    let marker = api.dir.path().join("home/survived");
+    let command = format!("echo started; sleep 1.5; touch {}", marker.display());
+    let (mut out, mut err) = (Sink::default(), Sink::default());
+    let cancel = tokio::time::sleep(Duration::from_millis(500));
+    let code = exec(&client(&api), "sbx-a", &cmd(&command), &mut out, &mut err, cancel).await.unwrap();
+    assert_eq!((code, out.data.as_slice(), err.data.as_slice()), (130, b"started\n".as_slice(), b"".as_slice()));
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!marker.exists(), "the command kept running after the CLI stopped");
 }
