@@ -5,9 +5,12 @@
 use crate::config::Settings;
 use crate::error::{root_cause, Error, Result};
 use crate::query::ListQuery;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
+
+/// Escaped in a sandbox id used as a path segment: everything but RFC 3986 unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// The `User-Agent` the CLI sends.
 pub const USER_AGENT: &str = concat!("arbor-cli/", env!("CARGO_PKG_VERSION"));
@@ -42,7 +45,7 @@ impl Client {
 
     /// `/sandboxes/{id}{rest}` with the id escaped as a path segment.
     fn sandbox_path(id: &str, rest: &str) -> String {
-        format!("/sandboxes/{}{rest}", utf8_percent_encode(id, NON_ALPHANUMERIC))
+        format!("/sandboxes/{}{rest}", utf8_percent_encode(id, SEGMENT))
     }
 
     /// A request to `url` carrying the API key.

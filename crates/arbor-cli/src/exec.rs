@@ -6,13 +6,15 @@ use crate::client::Client;
 use crate::error::{root_cause, Error, Result};
 use arbor_proto::connect::{envelope, Envelope, EnvelopeDecoder, FLAG_END_STREAM};
 use arbor_proto::process::process_event::{data_event::Output, Event};
-use arbor_proto::process::{ProcessConfig, StartRequest, StartResponse};
+use arbor_proto::process::process_selector::Selector;
+use arbor_proto::process::{ProcessConfig, ProcessSelector, SendSignalRequest, Signal, StartRequest, StartResponse};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use reqwest::Method;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::Write;
 
 /// What to run.
@@ -116,28 +118,24 @@ pub fn start_body(req: &ExecRequest) -> Bytes {
 }
 
 /// Runs `req` in sandbox `id`, writing its output to `out`/`err` as it
-/// arrives; returns the exit code the CLI should exit with.
+/// arrives; returns the exit code the CLI should exit with. When `cancel`
+/// completes first (Ctrl-C), the process is killed with SIGKILL, since envd
+/// keeps a process running when its stream goes away, and 130 is returned.
 pub async fn exec(
     client: &Client,
     id: &str,
     req: &ExecRequest,
     out: &mut dyn Write,
     err: &mut dyn Write,
+    cancel: impl Future<Output = ()>,
 ) -> Result<i32> {
     let info = client.info(id).await?;
     let token = info.get("envdAccessToken").and_then(Value::as_str).filter(|t| !t.is_empty());
 
     let url = client.url("/process.Process/Start");
-    let mut http = client
-        .request(Method::POST, &url)
+    let mut http = envd_request(client, &url, id, token)
         .header("Content-Type", "application/connect+json")
-        .header("Connect-Protocol-Version", "1")
-        .header("Keepalive-Ping-Interval", "50")
-        .header("Novita-Sandbox-Id", id)
-        .header("Novita-Sandbox-Port", "49983");
-    if let Some(token) = token {
-        http = http.header("X-Access-Token", token);
-    }
+        .header("Keepalive-Ping-Interval", "50");
     if let Some(user) = &req.user {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
         http = http.header("Authorization", format!("Basic {basic}"));
@@ -149,13 +147,28 @@ pub async fn exec(
 
     let mut body = resp.bytes_stream();
     let mut decoder = EnvelopeDecoder::default();
-    let mut ended: Option<i32> = None;
+    let (mut pid, mut ended): (Option<u32>, Option<i32>) = (None, None);
     let output = |e: std::io::Error| Error::Output(e);
-    while let Some(chunk) = body.next().await {
+    tokio::pin!(cancel);
+    loop {
+        let chunk = tokio::select! {
+            chunk = body.next() => chunk,
+            () = &mut cancel => {
+                if let (Some(pid), None) = (pid, ended) {
+                    if let Err(e) = kill_process(client, id, token, pid).await {
+                        // Best effort: say so, but the user asked to stop.
+                        let _ = writeln!(err, "error: could not kill process {pid} in {id}: {e}");
+                    }
+                }
+                return Ok(130);
+            }
+        };
+        let Some(chunk) = chunk else { break };
         let chunk = chunk.map_err(|e| Error::Http { url: url.clone(), reason: root_cause(&e) })?;
         decoder.push(&chunk);
         while let Some(env) = decoder.next_envelope().map_err(|e| bad(&url, e.to_string()))? {
             match parse_frame(&env).map_err(|r| bad(&url, r))? {
+                Frame::Started(p) => pid = Some(p),
                 Frame::Stdout(b) => write_flush(out, &b).map_err(output)?,
                 Frame::Stderr(b) => write_flush(err, &b).map_err(output)?,
                 Frame::Ended { exit_code, exited, status } => {
@@ -165,13 +178,47 @@ pub async fn exec(
                 Frame::StreamEnd(None) => {
                     return ended.ok_or_else(|| bad(&url, "the stream ended before the command did".into()));
                 }
-                Frame::Started(_) | Frame::Other => {}
+                Frame::Other => {}
             }
         }
     }
     // Tolerate a missing end-stream frame (as the Python SDK does) once the
     // process has reported its end.
     ended.ok_or_else(|| bad(&url, "the connection closed before the command ended".into()))
+}
+
+/// A request to envd through the server's proxy, addressed to sandbox `id`.
+fn envd_request(client: &Client, url: &str, id: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+    let req = client
+        .request(Method::POST, url)
+        .header("Connect-Protocol-Version", "1")
+        .header("Novita-Sandbox-Id", id)
+        .header("Novita-Sandbox-Port", "49983");
+    match token {
+        Some(token) => req.header("X-Access-Token", token),
+        None => req,
+    }
+}
+
+/// `process.Process/SendSignal` with SIGKILL for `pid` (unary Connect call).
+async fn kill_process(client: &Client, id: &str, token: Option<&str>, pid: u32) -> Result<()> {
+    let url = client.url("/process.Process/SendSignal");
+    let msg = SendSignalRequest {
+        process: Some(ProcessSelector { selector: Some(Selector::Pid(pid)) }),
+        signal: Signal::Sigkill as i32,
+    };
+    let body = serde_json::to_vec(&msg).map_err(|e| bad(&url, e.to_string()))?;
+    let resp = envd_request(client, &url, id, token)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| client.transport_error(&e, &url))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(stream_http_error(resp).await)
+    }
 }
 
 fn bad(url: &str, reason: String) -> Error {
@@ -186,7 +233,7 @@ fn write_flush(w: &mut dyn Write, data: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// A non-2xx answer to the stream request: a Connect error body
+/// A non-2xx answer to an envd request: a Connect error body
 /// (`{"code":"not_found",...}`) or the API's own (`{"code":404,...}`).
 async fn stream_http_error(resp: reqwest::Response) -> Error {
     let status = resp.status();

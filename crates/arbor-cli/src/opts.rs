@@ -8,6 +8,7 @@ use std::path::PathBuf;
 /// Where the server is and how to print. Global within each user command, so
 /// `arbor sandbox list --json` and `arbor sandbox --json list` both work.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalOpts {
     /// Base URL of the Arbor API [env: ARBOR_API_URL] [default: http://127.0.0.1:3000]
     #[arg(long, global = true, value_name = "URL")]

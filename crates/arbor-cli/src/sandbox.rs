@@ -214,10 +214,17 @@ pub async fn run(args: SandboxArgs) -> Result<i32> {
                 envs: parse_pairs("--env", &a.env)?,
             };
             let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-            return exec(&client, &a.id, &req, &mut out, &mut err).await;
+            return exec(&client, &a.id, &req, &mut out, &mut err, ctrl_c()).await;
         }
     }
     Ok(0)
+}
+
+/// Completes on Ctrl-C; never, if the handler cannot be installed.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Kills the given sandboxes (or every running one), going on past failures;
