@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Installs everything Arbor needs on a fresh Debian bookworm machine (as root): Debian packages, CRIU >= 4,
-# the static envd, the SDK test environments. Then starts it.
+# the static envd, the `arbor` binary, the base template, the SDK test environments. Then starts Arbor.
 #
-#   bash scripts/setup.sh              install, then run arbor-envd in the foreground on 127.0.0.1:49983
+#   bash scripts/setup.sh              install, then run `arbor server` in the foreground on 127.0.0.1:3000
 #   bash scripts/setup.sh --no-start   install only
-#   bash scripts/setup.sh -- ARGS...   extra arguments for arbor-envd
+#   bash scripts/setup.sh -- ARGS...   extra arguments for `arbor server` (see `arbor server --help`)
 #
 # Every step is idempotent: it checks first and does nothing when the work is already done, so running
 # this again after a `git pull` only rebuilds what changed.
 #
-# Environment: CARGO_TARGET_DIR (default <repo>/target), ARBOR_ENVD_LISTEN (default 127.0.0.1:49983),
-# ARBOR_DATA_DIR (default /var/lib/arbor: the layer store the base template is built into).
+# Environment: CARGO_TARGET_DIR (default <repo>/target), ARBOR_DATA_DIR (default /var/lib/arbor: the
+# server's state and the layer store the base template is built into), and every ARBOR_* variable of
+# `arbor server --help`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,12 +19,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/scripts/lib.sh"
 
 start=1
-envd_args=()
+server_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-start) start=0 ;;
-        --) shift; envd_args=("$@"); break ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --) shift; server_args=("$@"); break ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) die "unknown option: $1 (see --help)" ;;
     esac
     shift
@@ -34,7 +35,7 @@ done
 install_debian_packages() {
     step "Debian packages"
     local wanted=(build-essential pkg-config ca-certificates file procps python3 python3-venv git nftables iproute2
-        busybox-static btrfs-progs)
+        busybox-static btrfs-progs postgresql)
     command -v node >/dev/null 2>&1 || wanted+=(nodejs)
     command -v npm >/dev/null 2>&1 || wanted+=(npm)
     local missing=()
@@ -123,17 +124,18 @@ node_modules() {
     note "installed from package-lock.json"
 }
 
-# On a host without the sandbox's `user` account the daemon would reject every request that names no
-# user, so fall back to root there.
-run_envd() {
-    local listen=${ARBOR_ENVD_LISTEN:-127.0.0.1:49983}
-    local args=(--listen "$listen")
-    if ! getent passwd user >/dev/null 2>&1; then
-        args+=(--default-user root)
-        note "no 'user' account on this machine: default user is root"
-    fi
-    step "starting arbor-envd on $listen (Ctrl-C stops it)"
-    exec "$ENVD_BIN" "${args[@]}" "${envd_args[@]}"
+# The server and the user CLI (one binary) and the sandbox launcher it executes.
+build_arbor() {
+    step "arbor (release build)"
+    cargo build --quiet --release -p arbor-cli -p arbor-runtime --bin arbor --bin arbor-launch \
+        --manifest-path "$ROOT/Cargo.toml"
+    [ -x "$ARBOR_BIN" ] || die "build did not produce $ARBOR_BIN"
+    note "$ARBOR_BIN"
+}
+
+run_server() {
+    step "starting arbor server (Ctrl-C stops it; sandboxes keep running until the next start)"
+    exec "$ARBOR_BIN" server --data-dir "${ARBOR_DATA_DIR:-/var/lib/arbor}" "${server_args[@]}"
 }
 
 install_debian_packages
@@ -141,9 +143,10 @@ check_toolchains
 # Memory checkpoints (pause, resume, clone, snapshots) need CRIU >= 4, built from source once.
 bash "$ROOT/scripts/build-criu.sh"
 build_envd
+build_arbor
 base_template
 python_venv
 node_modules
 step "setup done"
-[ "$start" -eq 1 ] && run_envd
+[ "$start" -eq 1 ] && run_server
 exit 0

@@ -44,8 +44,8 @@ if wants rust; then
     run "cargo test" cargo test --quiet --workspace
 fi
 
-# The SDK suites find the daemon through ARBOR_ENVD_BIN.
-export ARBOR_ENVD_BIN="$ENVD_BIN"
+# The SDK suites find the daemon and the server through ARBOR_ENVD_BIN and ARBOR_BIN.
+export ARBOR_ENVD_BIN="$ENVD_BIN" ARBOR_BIN="$ARBOR_BIN"
 if wants python; then
     run "pytest tests/python" "$VENV/bin/python" -m pytest -ra tests/python
 fi

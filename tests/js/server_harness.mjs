@@ -1,0 +1,81 @@
+// Starts a real `arbor server` for the JS suite, with host resources of its own (instance name, veth
+// prefix, address pool), the machine's base template, and a teardown that leaves the host as before.
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmdirSync, rmSync, readdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createServer } from 'node:net'
+import { envdBinary } from './harness.mjs'
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
+const INSTANCE = 'arbortestjs'
+const KEY = 'arbor_js_test_key_0b7e3c55'
+
+function arborBinary() {
+  if (process.env.ARBOR_BIN) return process.env.ARBOR_BIN
+  return join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'release', 'arbor')
+}
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const srv = createServer()
+    srv.once('error', fail)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address()
+      srv.close(() => ok(port))
+    })
+  })
+}
+
+export async function startServer() {
+  const bin = arborBinary()
+  if (!existsSync(bin)) throw new Error(`${bin} not found: run scripts/setup.sh --no-start first`)
+  const base = mkdtempSync(join(tmpdir(), 'arbor-server-js-'))
+  const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  const args = ['server', '--listen', `127.0.0.1:${port}`, '--data-dir', join(base, 'data'),
+    '--templates-dir', process.env.ARBOR_DATA_DIR ?? '/var/lib/arbor', '--api-key', KEY,
+    '--instance', INSTANCE, '--veth-prefix', 'tsj', '--network-pool', '10.203.0.0/16', '--envd-bin', envdBinary()]
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  const ready = new Promise((ok, fail) => {
+    const onData = (d) => {
+      output += d
+      if (output.includes('serving at')) ok()
+    }
+    proc.stdout.on('data', onData)
+    proc.stderr.on('data', (d) => { output += d })
+    proc.once('exit', (code) => fail(new Error(`arbor server exited (${code}):\n${output}`)))
+  })
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 60_000)
+  await ready
+  clearTimeout(timer)
+  const headers = { 'X-API-KEY': KEY }
+  return {
+    url,
+    key: KEY,
+    async teardown() {
+      try {
+        const res = await fetch(`${url}/v2/sandboxes?state=running,paused&limit=1000`, { headers })
+        for (const s of res.ok ? await res.json() : []) {
+          await fetch(`${url}/sandboxes/${s.sandboxID}`, { method: 'DELETE', headers })
+        }
+      } catch {}
+      if (proc.exitCode === null) {
+        const exited = new Promise((r) => proc.once('exit', r))
+        proc.kill('SIGTERM')
+        await exited
+      }
+      spawnSync('nft', ['delete', 'table', 'inet', INSTANCE])
+      spawnSync('umount', ['-l', join(base, 'data', 'sandboxes')])
+      for (const c of readdirSync('/sys/fs/cgroup')) {
+        for (const dir of [join('/sys/fs/cgroup', c, INSTANCE), join('/sys/fs/cgroup', INSTANCE)]) {
+          try { rmdirSync(dir) } catch {}
+        }
+      }
+      rmSync(`/run/${INSTANCE}`, { recursive: true, force: true })
+      rmSync(base, { recursive: true, force: true })
+    },
+  }
+}
