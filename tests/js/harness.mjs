@@ -20,7 +20,7 @@ export function envdBinary() {
   return join(target, 'x86_64-unknown-linux-gnu', 'release', 'arbor-envd')
 }
 
-function freePort() {
+export function freePort() {
   return new Promise((ok, fail) => {
     const srv = createServer()
     srv.once('error', fail)

@@ -5,8 +5,7 @@ import { existsSync, mkdtempSync, rmdirSync, rmSync, readdirSync } from 'node:fs
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createServer } from 'node:net'
-import { envdBinary } from './harness.mjs'
+import { envdBinary, freePort } from './harness.mjs'
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const INSTANCE = 'arbortestjs'
@@ -15,17 +14,6 @@ const KEY = 'arbor_js_test_key_0b7e3c55'
 function arborBinary() {
   if (process.env.ARBOR_BIN) return process.env.ARBOR_BIN
   return join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'release', 'arbor')
-}
-
-function freePort() {
-  return new Promise((ok, fail) => {
-    const srv = createServer()
-    srv.once('error', fail)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address()
-      srv.close(() => ok(port))
-    })
-  })
 }
 
 export async function startServer() {

@@ -13,6 +13,8 @@
 //! that passes `criu check`; skipped with a notice when one is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use arbor_runtime::{
     linux::{Config, LinuxDriver},
     Driver, SandboxSpec,
@@ -21,7 +23,7 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::TcpStream,
-    os::unix::{fs::symlink, io::AsRawFd},
+    os::unix::io::AsRawFd,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -34,29 +36,8 @@ const ENVD_PORT: u16 = 49983;
 /// restore ("cgroupd: recv req error: No such file or directory").
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn envd_bin() -> PathBuf {
-    std::env::var_os("ARBOR_ENVD_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/x86_64-unknown-linux-gnu/release/arbor-envd")
-    })
-}
-
 fn criu_bin() -> Option<PathBuf> {
     ["/usr/local/sbin/criu", "/usr/sbin/criu"].iter().map(PathBuf::from).find(|p| p.is_file())
-}
-
-/// A one-layer root file system: busybox and a passwd with root.
-fn busybox_layer(dir: &Path) -> PathBuf {
-    let layer = dir.join("layer");
-    for d in ["bin", "etc", "tmp", "root"] {
-        std::fs::create_dir_all(layer.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", layer.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "echo", "sleep", "ps", "ls"] {
-        symlink("busybox", layer.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(layer.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(layer.join("etc/group"), "root:x:0:\n").unwrap();
-    layer
 }
 
 fn spec(id: &str, layer: &Path) -> SandboxSpec {
@@ -299,12 +280,8 @@ fn new_netns() -> std::fs::File {
 
 /// What stops a test early: root, busybox, envd or CRIU missing.
 fn missing() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        Some("root")
-    } else if !Path::new("/bin/busybox").exists() {
-        Some("/bin/busybox (busybox-static)")
-    } else if !envd_bin().exists() {
-        Some("the static envd (scripts/setup.sh --no-start)")
+    if let Some(what) = common::missing() {
+        Some(what)
     } else if criu_bin().is_none() {
         Some("criu (scripts/build-criu.sh)")
     } else if !criu_bin().is_some_and(|c| Command::new(c).arg("check").output().is_ok_and(|o| o.status.success())) {
@@ -351,7 +328,7 @@ impl Drop for Cleanup<'_> {
 async fn driver(data: &Path) -> LinuxDriver {
     LinuxDriver::new(Config {
         data_dir: data.to_path_buf(),
-        envd: envd_bin(),
+        envd: common::envd_bin(),
         launcher: env!("CARGO_BIN_EXE_arbor-launch").into(),
         network: None,
         disk: None,
@@ -369,7 +346,7 @@ async fn pause_and_resume_into_a_fresh_overlay() {
     let _serial = SERIAL.lock().await;
     let criu = criu_bin().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let layer = busybox_layer(tmp.path());
+    let layer = common::busybox_layer(tmp.path());
     let data = tmp.path().join("data");
     let driver = driver(&data).await;
     let id = "ckpt-1";
@@ -441,7 +418,7 @@ async fn clone_a_running_sandbox() {
     let _serial = SERIAL.lock().await;
     let criu = criu_bin().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let layer = busybox_layer(tmp.path());
+    let layer = common::busybox_layer(tmp.path());
     let data = tmp.path().join("data");
     let driver = driver(&data).await;
     let id = "ckpt-src";
