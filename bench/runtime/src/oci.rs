@@ -84,6 +84,8 @@ impl Oci {
             bail!("runc spec: {st}");
         }
         let spec = serde_json::from_slice(&std::fs::read(tmpl.join("config.json"))?)?;
+        // OCI runtimes resolve a relative bind source against the bundle, not our cwd.
+        let envd = envd.canonicalize().with_context(|| format!("finding {}", envd.display()))?;
         Ok(Self { dir, layers, envd, spec })
     }
 
