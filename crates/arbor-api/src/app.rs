@@ -13,7 +13,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Instant, UNIX_EPOCH},
 };
 
 /// envd's port in every sandbox.
@@ -36,10 +36,8 @@ pub struct App {
     cpu: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+/// Unix time in milliseconds, as the store keeps times.
+pub use arbor_store::now_ms;
 
 /// RFC 3339 of a unix time in milliseconds.
 pub fn rfc3339(ms: i64) -> String {

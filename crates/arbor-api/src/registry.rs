@@ -36,10 +36,15 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 impl Registry {
     /// Adds (or replaces) a running sandbox.
     pub fn insert(&self, id: &str, live: Live) {
-        write(&self.by_token).insert(live.token.clone(), id.to_string());
+        let token = live.token.clone();
         if let Some(old) = write(&self.by_id).insert(id.to_string(), live) {
-            write(&self.by_token).remove(&old.token);
+            // Only a replaced token goes: re-registering a sandbox with the
+            // same token must keep it routable.
+            if old.token != token {
+                write(&self.by_token).remove(&old.token);
+            }
         }
+        write(&self.by_token).insert(token, id.to_string());
     }
 
     /// Forgets a sandbox (killed or paused).
@@ -73,5 +78,28 @@ impl Registry {
     /// The activity recorded since the last call, to be written to the store.
     pub fn take_activity(&self) -> HashMap<String, i64> {
         std::mem::take(&mut *self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Live, Registry};
+
+    #[test]
+    fn reinserting_keeps_the_token_route_and_a_new_token_replaces_the_old() {
+        let r = Registry::default();
+        let live = |token: &str| Live {
+            addr: "10.0.0.2:49983".parse().unwrap_or_else(|_| unreachable!()),
+            token: token.into(),
+        };
+        r.insert("a", live("t1"));
+        r.insert("a", live("t1"));
+        assert_eq!(r.id_by_token("t1").as_deref(), Some("a"));
+        r.insert("a", live("t2"));
+        assert_eq!(r.id_by_token("t1"), None);
+        assert_eq!(r.id_by_token("t2").as_deref(), Some("a"));
+        r.remove("a");
+        assert_eq!(r.id_by_token("t2"), None);
+        assert!(r.get("a").is_none());
     }
 }

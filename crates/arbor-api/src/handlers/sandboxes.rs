@@ -31,6 +31,14 @@ fn timeout_ms(app: &App, seconds: i64) -> ApiResult<i64> {
     Ok(seconds * 1000)
 }
 
+/// A requested timeout in milliseconds, or the default when none was given.
+fn requested_timeout_ms(app: &App, seconds: Option<i64>) -> ApiResult<i64> {
+    match seconds {
+        Some(t) => timeout_ms(app, t),
+        None => Ok(i64::try_from(app.cfg.default_timeout.as_millis()).unwrap_or(i64::MAX)),
+    }
+}
+
 /// The latest deadline a sandbox started at `started_at` may have.
 fn lifetime_end(app: &App, started_at: i64) -> i64 {
     started_at.saturating_add(i64::try_from(app.cfg.max_lifetime.as_millis()).unwrap_or(i64::MAX))
@@ -67,10 +75,7 @@ pub async fn create(
     let Json(req) = body.map_err(bad_json)?;
     let template_id = req.template_id.clone().unwrap_or_else(|| "base".into());
     let template = app.node.template(&template_id)?;
-    let timeout = match req.timeout {
-        Some(t) => timeout_ms(&app, t)?,
-        None => i64::try_from(app.cfg.default_timeout.as_millis()).unwrap_or(i64::MAX),
-    };
+    let timeout = requested_timeout_ms(&app, req.timeout)?;
     let metadata = req.metadata.clone().unwrap_or_default();
     let idle_timeout_s = match metadata.get("idle_timeout") {
         None => None,
@@ -100,6 +105,8 @@ pub async fn create(
             format!("{running} sandboxes are running, the most this server allows"),
         ));
     }
+    let auto_resume =
+        req.auto_resume.as_ref().is_some_and(|a| a.enabled) || metadata.get("auto_resume").is_some_and(|v| v == "true");
     let now = now_ms();
     let public = req.network.as_ref().and_then(|n| n.allow_public_traffic).unwrap_or(true);
     let record = SandboxRecord {
@@ -119,8 +126,7 @@ pub async fn create(
         allow_internet: internet,
         network: req.network.as_ref().and_then(|n| serde_json::to_value(n).ok()),
         auto_pause: req.auto_pause.unwrap_or(false),
-        auto_resume: req.auto_resume.as_ref().is_some_and(|a| a.enabled)
-            || req.metadata.as_ref().and_then(|m| m.get("auto_resume")).is_some_and(|v| v == "true"),
+        auto_resume,
         idle_timeout_s,
         started_at: now,
         end_at: now.saturating_add(timeout),
@@ -190,10 +196,7 @@ pub async fn connect(
     body: Result<Json<ConnectSandbox>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
     let Json(req) = body.map_err(bad_json)?;
-    let timeout = match req.timeout {
-        Some(t) => timeout_ms(&app, t)?,
-        None => i64::try_from(app.cfg.default_timeout.as_millis()).unwrap_or(i64::MAX),
-    };
+    let timeout = requested_timeout_ms(&app, req.timeout)?;
     let mut record = existing(&app, &id).await?;
     if record.state == State::Paused {
         return Err(ApiError::conflict(format!("sandbox {id} is paused; resuming is not available on this server")));
