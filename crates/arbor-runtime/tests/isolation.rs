@@ -12,7 +12,7 @@ use common::{exec_at, sh, Output};
 use std::{
     collections::BTreeMap,
     io::Write,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     sync::mpsc,
 };
@@ -87,6 +87,14 @@ fn internet() -> mpsc::Sender<()> {
         drop(stop);
     });
     srv_rx.recv().unwrap();
+    // A fresh veth may drop packets until the kernel's link watcher activates
+    // it (up to a second): wait until the test host itself gets an answer.
+    let target = SocketAddr::from((INTERNET, PORT));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while TcpStream::connect_timeout(&target, std::time::Duration::from_millis(200)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the fake internet host never answered");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     stop_tx
 }
 

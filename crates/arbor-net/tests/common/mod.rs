@@ -203,6 +203,13 @@ impl Internet {
         ));
         ns.sh(&format!("ip addr add {INTERNET}/24 dev eth0 && ip link set eth0 up"));
         let server = ns.run(move || serve(SocketAddrV4::new(INTERNET, port), "internet"));
+        // A fresh veth may drop packets until the kernel's link watcher activates it (up to a
+        // second): wait until the test host itself gets an answer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fetch(INTERNET, port).is_none() {
+            assert!(std::time::Instant::now() < deadline, "the fake internet host never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Internet { ns, server: Some(server) }
     }
 }
