@@ -81,8 +81,7 @@ async fn init_envd(addr: Ipv4Addr, token: &str, body: String) -> Result<()> {
     let call = async {
         let stream = tokio::net::TcpStream::connect((addr, ENVD_PORT)).await.map_err(|e| fail(e.to_string()))?;
         let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(io).await.map_err(|e| fail(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| fail(e.to_string()))?;
         tokio::spawn(conn);
         let req = http::Request::post("/init")
             .header(http::header::HOST, "envd")
