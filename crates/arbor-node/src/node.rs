@@ -80,6 +80,7 @@ impl Node {
         let layers = LayerStore::open(&cfg.layers_dir)?;
         let disk_limits = cfg.disk.is_some();
         let envd = crate::envd::pin(&cfg.data_dir, &cfg.envd_bin)?;
+        enable_ksm();
         let driver = LinuxDriver::new(Config {
             data_dir: cfg.data_dir,
             envd,
@@ -142,6 +143,25 @@ impl Node {
     pub async fn set_policy(&self, id: &str, policy: arbor_net::Policy) -> Result<()> {
         let net = self.driver.network().ok_or_else(|| Error::Invalid("this node has no networking".into()))?;
         Ok(net.set_policy(id, policy).await?)
+    }
+}
+
+/// KSM's switch: restored sandboxes mark their memory mergeable, so clones
+/// of one checkpoint share identical pages once it runs.
+const KSM_RUN: &str = "/sys/kernel/mm/ksm/run";
+
+/// Starts KSM (a host-wide setting, which only affects memory marked
+/// mergeable) unless the host turned it off for good (`2` = unmerge) or has
+/// none; best effort.
+fn enable_ksm() {
+    match std::fs::read_to_string(KSM_RUN).map(|v| v.trim().to_string()) {
+        Ok(v) if v == "0" => {
+            if let Err(e) = std::fs::write(KSM_RUN, "1") {
+                tracing::warn!("starting KSM (clones will not share memory): {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::info!("no KSM on this host ({e}); clones will not share memory"),
     }
 }
 
