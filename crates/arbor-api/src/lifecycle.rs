@@ -135,33 +135,57 @@ async fn deadlines(app: Arc<App>) {
     }
 }
 
+/// What to do with a sandbox the store found due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Nothing: a request not yet written down kept it from being idle.
+    Busy,
+    /// Kill it (its timeout, its idle timeout, or a paused one's retention).
+    Kill(&'static str),
+    /// Pause it (its timeout, with auto-pause).
+    Pause,
+}
+
 /// What a due sandbox's deadline means: a paused one has been kept as long
 /// as it may be; a running one idle too long is killed; a running one at its
-/// timeout is paused with auto-pause, killed otherwise.
+/// timeout is paused with auto-pause, killed otherwise. `pending` is its last
+/// request not yet in the store.
+fn due_action(record: &SandboxRecord, now: i64, pending: Option<i64>) -> Due {
+    match record.state {
+        State::Paused => Due::Kill("paused sandbox expired"),
+        _ if record.end_at <= now && record.auto_pause => Due::Pause,
+        _ if record.end_at <= now => Due::Kill("timeout reached"),
+        _ => {
+            let idle_ms =
+                record.idle_timeout_s.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX / 1000) * 1000);
+            if pending.is_some_and(|at| at.saturating_add(idle_ms) > now) {
+                Due::Busy
+            } else {
+                Due::Kill("idle timeout reached")
+            }
+        }
+    }
+}
+
 async fn on_deadline(app: &Arc<App>, record: SandboxRecord) -> ApiResult<()> {
     let id = record.id.clone();
-    let now = now_ms();
-    if record.state == State::Running && record.end_at > now {
-        // Due for idleness: unless a request not yet written down says otherwise.
-        let idle_ms = record.idle_timeout_s.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX / 1000) * 1000);
-        if app.registry.pending_activity(&id).is_some_and(|at| at.saturating_add(idle_ms) > now) {
-            return Ok(());
+    match due_action(&record, now_ms(), app.registry.pending_activity(&id)) {
+        Due::Busy => Ok(()),
+        Due::Pause => {
+            tracing::info!(%id, "timeout reached; pausing");
+            match app.pause(&id).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::error!(%id, "auto-pause failed, killing instead: {e}");
+                    app.kill(record).await
+                }
+            }
         }
-        tracing::info!(%id, "idle timeout reached");
-        return app.kill(record).await;
-    }
-    if record.state == State::Running && record.auto_pause {
-        tracing::info!(%id, "timeout reached; pausing");
-        match app.pause(&id).await {
-            Ok(()) => return Ok(()),
-            Err(e) => tracing::error!(%id, "auto-pause failed, killing instead: {e}"),
+        Due::Kill(why) => {
+            tracing::info!(%id, "{why}");
+            app.kill(record).await
         }
-    } else if record.state == State::Paused {
-        tracing::info!(%id, "paused sandbox expired");
-    } else {
-        tracing::info!(%id, "timeout reached");
     }
-    app.kill(record).await
 }
 
 async fn metrics(app: Arc<App>) {
@@ -195,5 +219,55 @@ async fn prune(app: Arc<App>) {
             tracing::warn!("pruning metrics: {e}");
         }
         tokio::time::sleep(PRUNE_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{due_action, Due};
+    use arbor_store::{SandboxRecord, State};
+
+    fn record(state: State, end_at: i64, auto_pause: bool, idle_timeout_s: Option<u64>) -> SandboxRecord {
+        SandboxRecord {
+            id: "a".into(),
+            template_id: "base".into(),
+            alias: None,
+            state,
+            node_id: "local".into(),
+            cpu_count: 1,
+            memory_mb: 512,
+            disk_mb: 1024,
+            metadata: Default::default(),
+            env_vars: Default::default(),
+            envd_token: "t".into(),
+            traffic_token: None,
+            secure: true,
+            allow_internet: true,
+            network: None,
+            auto_pause,
+            auto_resume: false,
+            idle_timeout_s,
+            started_at: 0,
+            end_at,
+            last_activity_at: 0,
+            paused_at: None,
+            host_addr: None,
+            init_pid: None,
+            envd_version: "0.1.0".into(),
+            domain: None,
+            snapshot_id: None,
+        }
+    }
+
+    #[test]
+    fn timeouts_pause_or_kill_and_idleness_respects_unwritten_requests() {
+        let now = 100_000;
+        assert_eq!(due_action(&record(State::Running, now, true, None), now, None), Due::Pause);
+        assert_eq!(due_action(&record(State::Running, now, false, None), now, None), Due::Kill("timeout reached"));
+        assert_eq!(due_action(&record(State::Paused, now, true, None), now, None), Due::Kill("paused sandbox expired"));
+        let idle = record(State::Running, now + 1, true, Some(60));
+        assert_eq!(due_action(&idle, now, None), Due::Kill("idle timeout reached"));
+        assert_eq!(due_action(&idle, now, Some(now - 1_000)), Due::Busy);
+        assert_eq!(due_action(&idle, now, Some(now - 61_000)), Due::Kill("idle timeout reached"));
     }
 }

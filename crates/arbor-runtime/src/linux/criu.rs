@@ -162,3 +162,22 @@ pub fn images_size(dir: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_maps_every_external_key_and_inherits_the_netns() {
+        let externals = [ExternalMount { key: "ext-dev-null".into(), source: "/dev/null".into() }];
+        let args = restore_args(Path::new("/i"), Path::new("/r"), Path::new("/p"), &externals);
+        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args[..3], ["restore", "--images-dir", "/i"]);
+        for want in
+            ["--restore-detached", "--tcp-close", "--inherit-fd=fd[9]:net", "--external=mnt[ext-dev-null]:/dev/null"]
+        {
+            assert!(args.iter().any(|a| a == want), "{want} missing from {args:?}");
+        }
+        assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+}
