@@ -73,25 +73,28 @@ pub async fn create(
     let template_id = req.template_id.clone().unwrap_or_else(|| "base".into());
     // A snapshot's id works as a template: it is held (under its lock) until
     // the new sandbox's record names it, so it cannot be deleted meanwhile.
-    let (_snapshot_lock, snapshot) = match app.node.template(&template_id) {
+    let (snapshot_lock, snapshot, template) = match app.node.template(&template_id) {
+        Ok(template) => (None, None, Some(template)),
         Err(arbor_node::Error::TemplateNotFound(_)) => {
             let lock = app.locks.lock(&template_id).await;
             match app.store.get_snapshot(&template_id).await? {
-                Some(snap) if snap.state == SnapshotState::Ready => (Some(lock), Some(snap)),
+                Some(snap) if snap.state == SnapshotState::Ready => (Some(lock), Some(snap), None),
                 _ => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found"))),
             }
         }
-        other => (None, other.map(|_| None)?),
+        Err(e) => return Err(e.into()),
     };
-    let (source, defaults) = match &snapshot {
-        Some(snap) => (
+    let (source, defaults) = match (&snapshot, template) {
+        (Some(snap), _) => (
             Source::Checkpoint { name: snap.id.clone(), saved_token: snap.envd_token.clone() },
             (snap.id.clone(), snap.cpu_count, snap.memory_mb, snap.disk_mb),
         ),
-        None => {
-            let template = app.node.template(&template_id)?;
+        (None, Some(template)) => {
             let defaults = (template.name.clone(), template.cpu_count, template.memory_mb, template.disk_mb);
             (Source::Template(template), defaults)
+        }
+        (None, None) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found")))
         }
     };
     let (template_name, default_cpus, default_memory, disk_mb) = defaults;
@@ -160,7 +163,7 @@ pub async fn create(
         snapshot_id: snapshot.as_ref().map(|s| s.id.clone()),
     };
     app.store.insert_sandbox(&record).await?;
-    drop(_snapshot_lock);
+    drop(snapshot_lock);
     let spec = StartSpec {
         id: record.id.clone(),
         cpu_count,
