@@ -59,8 +59,9 @@ while True:
 HOLDER = """
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY)
-os.dup2(fd, 3)
-os.close(fd)
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
 os.unlink(sys.argv[1])
 with open("holder.pid", "w") as f:
     f.write(str(os.getpid()))
@@ -432,8 +433,9 @@ def test_snapshots_create_list_start_from_and_delete(opts, made):
 
 
 def test_auto_pause_on_timeout_keeps_memory_and_stays_on(opts, made):
-    sbx = create(made, opts, timeout=3, auto_pause=True)
+    sbx = create(made, opts, timeout=60, auto_pause=True)
     mem = start_memory(sbx)
+    sbx.set_timeout(3)
     wait_for("the auto-pause", lambda: state_of(sbx.sandbox_id, opts) == "paused", 15)
     assert sbx.sandbox_id in listed_ids(opts, [SandboxState.PAUSED])
 
@@ -480,8 +482,9 @@ def test_auto_resume_by_command_and_by_file_read(opts, made):
     assert_memory_kept(clone, mem)
 
     # The lifecycle form (autoResume.enabled in the create body), after an auto-pause.
-    life = create(made, opts, timeout=3, lifecycle={"on_timeout": "pause", "auto_resume": True})
+    life = create(made, opts, timeout=60, lifecycle={"on_timeout": "pause", "auto_resume": True})
     life.files.write("/home/user/life.txt", "lifecycle\n")
+    life.set_timeout(3)
     wait_for("the auto-pause", lambda: state_of(life.sandbox_id, opts) == "paused", 15)
     assert life.files.read("/home/user/life.txt") == "lifecycle\n"
     assert state_of(life.sandbox_id, opts) == "running"
