@@ -10,6 +10,7 @@ later, so that the kill lands before, during and (for the fast ones) after the c
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -84,6 +85,12 @@ def crash_server():
     srv.teardown()
 
 
+def server_log(server: Server) -> str:
+    """The server's log lines about sandboxes, for a failure's report (colours and netlink noise out)."""
+    plain = (re.sub(r"\x1b\[[0-9;]*m", "", line) for line in server.output)
+    return "\n".join([line for line in plain if "netlink_packet_route" not in line][-60:])
+
+
 def kill_during(server: Server, op: str, sandbox_id: str, delay_ms: int) -> None:
     opts = dict(server.sdk_opts(), request_timeout=20)
     outcome: list = []
@@ -108,8 +115,14 @@ def assert_whole(opts: dict, sandbox_id: str, mem: Memory) -> None:
     assert info.state in (SandboxState.RUNNING, SandboxState.PAUSED), info.state
     sbx = Sandbox.connect(sandbox_id, timeout=120, **opts)
     assert Sandbox.get_info(sandbox_id, **opts).state == SandboxState.RUNNING
-    assert sbx.commands.run("echo whole").stdout == "whole\n"
+    # Short timeouts: a sandbox left frozen or without envd must fail the test, not stall it.
+    assert sbx.commands.run("echo whole", timeout=10, request_timeout=10).stdout == "whole\n", info.state
     assert_memory_kept(sbx, mem)
+
+
+def listed(opts: dict) -> set:
+    query = SandboxQuery(state=[SandboxState.RUNNING, SandboxState.PAUSED])
+    return {s.sandbox_id for s in Sandbox.list(query=query, limit=1000, **opts).next_items()}
 
 
 @pytest.mark.parametrize("delay_ms", DELAYS_MS)
@@ -117,30 +130,36 @@ def assert_whole(opts: dict, sandbox_id: str, mem: Memory) -> None:
 def test_sigkill_during_operation_leaves_every_sandbox_whole(crash_server: Server, op: str, delay_ms: int):
     server = crash_server
     opts = server.sdk_opts()
-    origin = Sandbox.create(timeout=300, metadata={"crash": f"{op}-{delay_ms}"}, **opts)
-    mem = start_memory(origin)
+    assert listed(opts) == set(), "an earlier case left sandboxes"
     snaps_before = set(snapshot_ids(opts))
+    origin = Sandbox.create(timeout=300, metadata={"crash": f"{op}-{delay_ms}"}, **opts)
+    try:
+        mem = start_memory(origin)
+        kill_during(server, op, origin.sandbox_id, delay_ms)
+        server.output.append(f"---- test: killed during {op} after {delay_ms} ms; restarting ----")
+        server.start()
 
-    kill_during(server, op, origin.sandbox_id, delay_ms)
-    server.start()
+        found = listed(opts)
+        assert origin.sandbox_id in found, "the origin was lost"
+        # The origin and any clone the crashed call made.
+        for sid in sorted(found):
+            assert_whole(opts, sid, mem)
 
-    query = SandboxQuery(state=[SandboxState.RUNNING, SandboxState.PAUSED])
-    listed = [s.sandbox_id for s in Sandbox.list(query=query, limit=1000, **opts).next_items()]
-    assert origin.sandbox_id in listed, "the origin was lost"
-    for sid in listed:
-        assert_whole(opts, sid, mem)
-
-    # A snapshot (of the crashed snapshot or of the crashed clone) that is listed must start sandboxes.
-    new_snaps = set(snapshot_ids(opts)) - snaps_before
-    for snap in sorted(new_snaps):
-        child = Sandbox.create(template=snap, timeout=60, **opts)
-        assert child.commands.run("echo from-snapshot").stdout == "from-snapshot\n"
-        assert_memory_kept(child, mem)
-        child.kill()
-
-    server.kill_all()
-    for snap in new_snaps:
-        assert Sandbox.delete_snapshot(snap, **opts) is True
+        # A snapshot (of the crashed snapshot or clone call) that is listed must start sandboxes.
+        for snap in sorted(set(snapshot_ids(opts)) - snaps_before):
+            child = Sandbox.create(template=snap, timeout=60, **opts)
+            assert child.commands.run("echo from-snapshot", timeout=10, request_timeout=10).stdout == "from-snapshot\n"
+            assert_memory_kept(child, mem)
+            child.kill()
+    except BaseException:
+        print(server_log(server))
+        raise
+    finally:
+        if server.proc is None:
+            server.start()
+        server.kill_all()
+        for snap in set(snapshot_ids(opts)) - snaps_before:
+            Sandbox.delete_snapshot(snap, **opts)
     assert set(snapshot_ids(opts)) == snaps_before
     wait_clean(server, server.processes_before)  # type: ignore[attr-defined]
 
