@@ -371,6 +371,14 @@ def test_three_clones_of_a_paused_origin_and_their_snapshot(opts, made):
         c.kill()
     with pytest.raises(SandboxException):
         Sandbox.delete_snapshot(snap, **opts)
+    # A snapshot of the paused origin leaves it paused and starts sandboxes with its memory.
+    paused_snap = Sandbox.create_snapshot(origin.sandbox_id, **opts)
+    assert state_of(origin.sandbox_id, opts) == "paused"
+    child = create(made, opts, template=paused_snap.snapshot_id)
+    assert_memory_kept(child, mem)
+    child.kill()
+    assert Sandbox.delete_snapshot(paused_snap.snapshot_id, **opts) is True
+
     # The origin, still paused, resumes with its memory as at the pause.
     origin.connect()
     assert_memory_kept(origin, mem)
