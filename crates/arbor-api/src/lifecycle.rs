@@ -58,10 +58,28 @@ pub async fn recover(app: &Arc<App>) -> arbor_store::Result<(usize, usize)> {
         }
     }
     let mut wanted = HashSet::new();
-    for record in app.store.by_state(State::Paused).await? {
+    for mut record in app.store.by_state(State::Paused).await? {
         let name = pause_checkpoint(&record.id);
+        let resident = record.host_addr.is_some() && matches!(app.node.status(&record.id).await, Ok(s) if s.running);
         if checkpoints.contains(&name) {
+            // Released now rather than after the grace period (the
+            // reconcile below removes it from the host).
             wanted.insert(name);
+            if record.host_addr.is_some() {
+                record.host_addr = None;
+                record.init_pid = None;
+                app.store.update_sandbox(&record).await?;
+            }
+        } else if resident {
+            // Frozen, its checkpoint never written: it runs on (the
+            // reconcile below thaws it).
+            tracing::warn!(id = %record.id, "the server stopped while pausing this sandbox; it runs on");
+            record.state = State::Running;
+            record.paused_at = None;
+            record.end_at = app.deadline(now_ms(), i64::try_from(app.cfg.default_timeout.as_millis()).unwrap_or(0));
+            app.store.update_sandbox(&record).await?;
+            app.register(&record);
+            keep.insert(record.id.clone());
         } else {
             tracing::warn!(id = %record.id, "paused sandbox without its checkpoint; forgetting it");
             app.store.delete_sandbox(&record.id).await?;

@@ -60,8 +60,11 @@ impl App {
         now.saturating_add(timeout_ms.min(Self::ms(self.cfg.max_lifetime)))
     }
 
-    /// Pauses running sandbox `id`: its memory and files go to a checkpoint
-    /// and it stops; 409 if it is paused already.
+    /// Pauses running sandbox `id`; 409 if it is paused already. It answers
+    /// once the sandbox is frozen (no CPU; clients disconnected); then, in
+    /// the background, its memory and files are written to a checkpoint, and
+    /// after `pause_grace` its memory is released. A resume before that is a
+    /// thaw.
     pub async fn pause(self: &Arc<Self>, id: &str) -> ApiResult<()> {
         let (app, id) = (Arc::clone(self), id.to_string());
         detached("pausing the sandbox", async move {
@@ -72,8 +75,7 @@ impl App {
             }
             app.registry.remove(&id);
             app.sample(&record).await;
-            if let Err(e) = app.node.pause(&id, &pause_checkpoint(&id)).await {
-                // A failed pause leaves the sandbox running.
+            if let Err(e) = app.node.freeze(&id).await {
                 app.register(&record);
                 return Err(e.into());
             }
@@ -81,18 +83,78 @@ impl App {
             record.state = State::Paused;
             record.paused_at = Some(now);
             record.end_at = now.saturating_add(Self::ms(app.cfg.paused_retention));
-            record.host_addr = None;
-            record.init_pid = None;
-            app.store.update_sandbox(&record).await?;
+            if let Err(e) = app.store.update_sandbox(&record).await {
+                let _ = app.node.thaw(&id).await;
+                app.register(&record);
+                return Err(e.into());
+            }
+            tokio::spawn(Arc::clone(&app).settle(id.clone(), now));
             tracing::info!(%id, "sandbox paused");
             Ok(())
         })
         .await
     }
 
+    /// The background half of the pause made at `paused_at`: checkpoint the
+    /// frozen sandbox now, release it after the grace period (unless it was
+    /// resumed meanwhile, and paused again by then: that pause settles itself).
+    async fn settle(self: Arc<Self>, id: String, paused_at: i64) {
+        if let Err(e) = self.write_pause_checkpoint(&id).await {
+            // The sandbox stays frozen and resident: a resume thaws it, and
+            // a kill or the retention deadline removes it.
+            tracing::error!(%id, "writing the pause checkpoint: {e}");
+            return;
+        }
+        tokio::time::sleep(self.cfg.pause_grace).await;
+        let _op = self.locks.lock(&id).await;
+        let Ok(Some(mut record)) = self.store.get_sandbox(&id).await else { return };
+        if record.state != State::Paused || record.paused_at != Some(paused_at) || record.host_addr.is_none() {
+            return;
+        }
+        match self.node.stop(&id).await {
+            Ok(()) | Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
+            Err(e) => {
+                tracing::error!(%id, "releasing a paused sandbox: {e}");
+                return;
+            }
+        }
+        record.host_addr = None;
+        record.init_pid = None;
+        if let Err(e) = self.store.update_sandbox(&record).await {
+            tracing::error!(%id, "recording a released sandbox: {e}");
+        }
+        tracing::info!(%id, "paused sandbox released");
+    }
+
+    /// Makes sure paused sandbox `id` has its checkpoint, writing it from the
+    /// frozen sandbox if not yet done. Takes the sandbox's lock.
+    async fn write_pause_checkpoint(&self, id: &str) -> ApiResult<()> {
+        let _op = self.locks.lock(id).await;
+        self.ensure_pause_checkpoint(id).await
+    }
+
+    /// [`App::write_pause_checkpoint`] for a caller holding the lock.
+    async fn ensure_pause_checkpoint(&self, id: &str) -> ApiResult<()> {
+        let name = pause_checkpoint(id);
+        match self.node.checkpoint_info(&name).await {
+            Ok(_) => return Ok(()),
+            Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match self.store.get_sandbox(id).await? {
+            Some(r) if r.state == State::Paused => {}
+            _ => return Ok(()),
+        }
+        let checkpoint = self.node.checkpoint_frozen(id, &name).await?;
+        tracing::info!(%id, ms = checkpoint.stopped_ms, bytes = checkpoint.image_bytes, "pause checkpoint written");
+        Ok(())
+    }
+
     /// Resumes sandbox `id` if it is paused, with a deadline `timeout_ms`
-    /// from now; returns its record and whether it was resumed. 404 for a
-    /// killed or unknown sandbox, or one whose checkpoint has expired.
+    /// from now; returns its record and whether it was resumed. A sandbox
+    /// still resident is thawed; a released one is restored from its
+    /// checkpoint. 404 for a killed or unknown sandbox, or one whose
+    /// checkpoint has expired.
     pub async fn resume(self: &Arc<Self>, id: &str, timeout_ms: i64) -> ApiResult<(SandboxRecord, bool)> {
         let (app, id) = (Arc::clone(self), id.to_string());
         detached("resuming the sandbox", async move {
@@ -102,27 +164,31 @@ impl App {
                 return Ok((record, false));
             }
             let name = pause_checkpoint(&id);
-            let spec = start_spec(&record)?;
-            let started =
-                app.node.restore(&name, spec, &record.envd_token).await.map_err(|e| not_found_if_gone(&id, e))?;
+            let resident = record.host_addr.is_some() && app.node.thaw(&id).await.is_ok();
+            if !resident {
+                let spec = start_spec(&record)?;
+                let started =
+                    app.node.restore(&name, spec, &record.envd_token).await.map_err(|e| not_found_if_gone(&id, e))?;
+                record.host_addr = Some(started.host_addr.to_string());
+                record.init_pid = Some(started.init_pid);
+            }
             let now = now_ms();
             record.state = State::Running;
             record.paused_at = None;
-            record.host_addr = Some(started.host_addr.to_string());
-            record.init_pid = Some(started.init_pid);
             record.started_at = now;
             record.end_at = app.deadline(now, timeout_ms);
             record.last_activity_at = now;
             if let Err(e) = app.store.update_sandbox(&record).await {
-                // Still paused as far as anyone knows: undo the restore.
-                let _ = app.node.stop(&id).await;
+                // Still paused as far as anyone knows.
+                let _ = if resident { app.node.freeze(&id).await } else { app.node.stop(&id).await };
                 return Err(e.into());
             }
             app.register(&record);
-            if let Err(e) = app.node.remove_checkpoint(&name).await {
-                tracing::warn!(%id, "removing the pause checkpoint: {e}");
+            match app.node.remove_checkpoint(&name).await {
+                Ok(()) | Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
+                Err(e) => tracing::warn!(%id, "removing the pause checkpoint: {e}"),
             }
-            tracing::info!(%id, "sandbox resumed");
+            tracing::info!(%id, thawed = resident, "sandbox resumed");
             Ok((record, true))
         })
         .await
@@ -160,6 +226,9 @@ impl App {
                 memory_bytes: None,
                 created_at: now_ms(),
             };
+            if origin.state == State::Paused {
+                app.ensure_pause_checkpoint(&id).await?;
+            }
             app.store.insert_snapshot(&snap).await?;
             let taken = match origin.state {
                 State::Paused => app.node.copy_checkpoint(&pause_checkpoint(&id), &snap_id).await,
