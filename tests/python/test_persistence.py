@@ -237,7 +237,10 @@ def snapshot_ids(opts: dict, **kw) -> List[str]:
 
 @pytest.fixture(scope="module")
 def server():
-    srv = start_server(min_idle_timeout=MIN_IDLE)
+    # No pause grace: every pause writes its checkpoint and releases the sandbox at once, so every
+    # resume below is a real restore from the images (a resume within the grace is only a thaw; the
+    # small server's test covers that).
+    srv = start_server(min_idle_timeout=MIN_IDLE, pause_grace=0)
     yield srv
     srv.teardown()
 
@@ -551,7 +554,8 @@ def test_unknown_and_bad_requests(server: Server, opts, made):
 
 @pytest.fixture(scope="module")
 def small_server():
-    """A server allowing 3 running sandboxes and keeping paused ones for 3 seconds."""
+    """A server allowing 3 running sandboxes and keeping paused ones for 3 seconds, with the default
+    pause grace (a paused sandbox stays frozen in memory for 10 s)."""
     srv = start_server(max_sandboxes=3, paused_retention=3)
     yield srv
     srv.teardown()
@@ -589,3 +593,19 @@ def test_paused_sandboxes_expire_after_the_retention(small_server: Server):
     assert sbx.sandbox_id not in listed_ids(opts)
     with pytest.raises(SandboxNotFoundException):
         Sandbox.connect(sbx.sandbox_id, **opts)
+
+
+def test_a_quick_resume_within_the_pause_grace(small_server: Server):
+    opts = small_server.sdk_opts()
+    sbx = Sandbox.create(timeout=120, **opts)
+    try:
+        mem = start_memory(sbx)
+        sbx.beta_pause()
+        assert state_of(sbx.sandbox_id, opts) == "paused"
+        sbx.connect()
+        mem = assert_memory_kept(sbx, mem)
+        clone = Sandbox.clone(sbx.sandbox_id, 1, **opts)[0]
+        assert_memory_kept(clone, mem)
+        clone.kill()
+    finally:
+        sbx.kill()
