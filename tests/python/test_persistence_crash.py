@@ -35,6 +35,30 @@ OPERATIONS: Dict[str, Callable[[str, dict], object]] = {
 }
 
 
+def ours(pid: str) -> bool:
+    """Whether `pid` descends from this test process: the servers it starts, their sandboxes and CRIU
+    runs, and whatever a killed server left (this process is their sub-reaper). Other people's
+    sandboxes on the same machine are not."""
+    me = os.getpid()
+    while pid not in ("0", "1"):
+        try:
+            pid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        except OSError:
+            return False
+        if int(pid) == me:
+            return True
+    return False
+
+
+def describe(pid: str) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        cgroup = Path(f"/proc/{pid}/cgroup").read_text().strip().splitlines()[-1]
+    except OSError:
+        return f"{pid} (gone)"
+    return f"{pid} {cmd[:60]} in {cgroup}"
+
+
 def criu_processes() -> List[str]:
     found = []
     for entry in os.listdir("/proc"):
@@ -52,8 +76,8 @@ def leftovers(server: Server, processes_before: set) -> dict:
     reap_orphans()
     data = server.base / "data"
     return {
-        "processes": sorted(set(sandbox_processes()) - processes_before),
-        "criu": criu_processes(),
+        "processes": [describe(p) for p in sorted(set(sandbox_processes()) - processes_before) if ours(p)],
+        "criu": [describe(p) for p in criu_processes() if ours(p)],
         "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{INSTANCE}/*") if p.is_dir()]
         + [str(p) for p in Path("/sys/fs/cgroup").glob(f"{INSTANCE}/*") if p.is_dir()],
         "veths": [line for line in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
