@@ -10,13 +10,16 @@ import { envdBinary, freePort } from './harness.mjs'
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const INSTANCE = 'arbortestjs'
 const KEY = 'arbor_js_test_key_0b7e3c55'
+// Lifecycle flags every harness server gets, at the server's own defaults; a suite passes others to
+// startServer (e.g. { 'min-idle-timeout': 2 }).
+const DEFAULT_FLAGS = { 'min-idle-timeout': 60, 'paused-retention': 30 * 24 * 3600 }
 
 function arborBinary() {
   if (process.env.ARBOR_BIN) return process.env.ARBOR_BIN
   return join(process.env.CARGO_TARGET_DIR ?? join(REPO, 'target'), 'release', 'arbor')
 }
 
-export async function startServer() {
+export async function startServer(flags = {}) {
   const bin = arborBinary()
   if (!existsSync(bin)) throw new Error(`${bin} not found: run scripts/setup.sh --no-start first`)
   const base = mkdtempSync(join(tmpdir(), 'arbor-server-js-'))
@@ -25,6 +28,7 @@ export async function startServer() {
   const args = ['server', '--listen', `127.0.0.1:${port}`, '--data-dir', join(base, 'data'),
     '--templates-dir', process.env.ARBOR_DATA_DIR ?? '/var/lib/arbor', '--api-key', KEY,
     '--instance', INSTANCE, '--veth-prefix', 'tsj', '--network-pool', '10.203.0.0/16', '--envd-bin', envdBinary()]
+  for (const [name, value] of Object.entries({ ...DEFAULT_FLAGS, ...flags })) args.push(`--${name}`, String(value))
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   const ready = new Promise((ok, fail) => {

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import httpx
 
@@ -28,6 +28,9 @@ VETH_PREFIX = "tst"
 POOL = "10.202.0.0/16"
 API_KEY = "arbor_test_key_5d1f0c7a9e"
 PR_SET_CHILD_SUBREAPER = 36
+# Lifecycle flags every harness server gets, at the server's own defaults so that the suites which do
+# not care see a stock server; a suite that tests idle timeouts or retention passes smaller values.
+DEFAULT_FLAGS = {"min-idle-timeout": 60, "paused-retention": 30 * 24 * 3600}
 
 
 def arbor_binary() -> Path:
@@ -73,9 +76,11 @@ def reap_orphans() -> int:
 class Server:
     """One `arbor server` process over a data dir that outlives restarts."""
 
-    def __init__(self, base: Path, port: int):
+    def __init__(self, base: Path, port: int, flags: Optional[Dict[str, object]] = None):
         self.base = base
         self.port = port
+        # Extra `--name value` flags of `arbor server` (names without the dashes), kept across restarts.
+        self.flags = {**DEFAULT_FLAGS, **(flags or {})}
         self.url = f"http://127.0.0.1:{port}"
         self.key = API_KEY
         self.proc: Optional[subprocess.Popen] = None
@@ -93,6 +98,8 @@ class Server:
             "--network-pool", POOL,
             "--envd-bin", str(envd_binary()),
         ]
+        for name, value in self.flags.items():
+            cmd += [f"--{name}", str(value)]
         env = dict(os.environ, ARBOR_LOG=os.environ.get("ARBOR_LOG", "info"))
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -162,10 +169,12 @@ class Server:
         reap_orphans()
 
 
-def start_server() -> Server:
+def start_server(**flags: object) -> Server:
+    """A server on a fresh data dir; `flags` are extra `arbor server` flags with underscores for dashes,
+    e.g. `start_server(min_idle_timeout=2, max_sandboxes=3)`."""
     become_subreaper()
     base = Path(tempfile.mkdtemp(prefix="arbor-server-"))
-    server = Server(base, free_port())
+    server = Server(base, free_port(), {k.replace("_", "-"): v for k, v in flags.items()})
     server.start()
     return server
 
