@@ -7,10 +7,24 @@
 
 use super::LinuxDriver;
 use crate::{driver::Driver, error::Result};
-use std::collections::{BTreeSet, HashSet};
+use std::{
+    collections::{BTreeSet, HashSet},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+/// How long reconcile waits for a predecessor's CRIU to finish before killing it.
+const CRIU_WAIT: Duration = Duration::from_secs(30);
 
 /// Removes every sandbox whose id is not in `keep`, wherever a trace of it is.
 pub async fn run(driver: &LinuxDriver, keep: &HashSet<String>) -> Result<Vec<String>> {
+    // A crashed predecessor's `criu dump` or `criu restore` goes on without
+    // it and holds sandbox processes (seized, half restored) until done:
+    // nothing here can be judged before they end.
+    let sandboxes = driver.sandboxes.clone();
+    tokio::task::spawn_blocking(move || wait_for_criu(&sandboxes))
+        .await
+        .map_err(|e| crate::error::Error::Task("waiting for CRIU", e.to_string()))?;
     let mut found: BTreeSet<String> = driver.list().await?.into_iter().collect();
     found.extend(driver.cgroups.list(&driver.cgroup_parent)?);
     if let Some(net) = &driver.net {
@@ -54,5 +68,40 @@ pub async fn run(driver: &LinuxDriver, keep: &HashSet<String>) -> Result<Vec<Str
     match first_err {
         Some(e) => Err(e),
         None => stale.map_err(Into::into).and(net).map(|()| removed),
+    }
+}
+
+/// Pids of the CRIU processes working on checkpoints under `sandboxes`.
+fn criu_processes(sandboxes: &Path) -> Vec<i32> {
+    let needle = format!("{}/.ckpt-", sandboxes.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
+            args.next().is_some_and(|argv0| argv0.ends_with("criu")) && args.any(|a| a.starts_with(&needle))
+        })
+        .collect()
+}
+
+/// Waits until no CRIU works on this node's checkpoints; kills what
+/// outlasts [`CRIU_WAIT`].
+fn wait_for_criu(sandboxes: &Path) {
+    let start = Instant::now();
+    loop {
+        let pids = criu_processes(sandboxes);
+        if pids.is_empty() {
+            return;
+        }
+        if start.elapsed() > CRIU_WAIT {
+            for pid in pids {
+                tracing::warn!(pid, "reconcile: killing a CRIU left by a crash");
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
