@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-/// `POST /sandboxes`.
+/// `POST /sandboxes` (and `POST /v2/sandboxes`, the `e2b` SDK's form, whose
+/// other fields are ignored).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewSandbox {
@@ -30,6 +31,9 @@ pub struct NewSandbox {
     pub auto_pause: Option<bool>,
     /// Resume a paused sandbox on any request to it.
     pub auto_resume: Option<AutoResume>,
+    /// The `e2b` SDK's auto-pause mode: `true` (or absent) keeps memory;
+    /// `false` (files only) is refused.
+    pub auto_pause_memory: Option<bool>,
     /// Egress allow/deny lists and public traffic.
     pub network: Option<NetworkConfig>,
     /// vCPU override (an Arbor extension; the template's default otherwise).
@@ -65,12 +69,15 @@ pub struct NetworkConfig {
     pub mask_request_host: Option<String>,
 }
 
-/// `POST /sandboxes/{id}/connect`.
+/// `POST /sandboxes/{id}/connect` (and `/v2/...`, `/resume`).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectSandbox {
     /// Seconds from now the sandbox should live at least.
     pub timeout: Option<i64>,
+    /// The `e2b` SDK's `on_resume`: `true` (or absent) restores memory;
+    /// `false` (a cold boot) is refused.
+    pub memory: Option<bool>,
 }
 
 /// `POST /sandboxes/{id}/timeout`.
@@ -295,6 +302,29 @@ pub struct CloneResponse {
 pub struct NewSnapshot {
     /// A name to list it by (default: its id).
     pub name: Option<String>,
+    /// The `e2b` SDK's mode: `true` (or absent) keeps memory; `false`
+    /// (files only) is refused.
+    pub memory: Option<bool>,
+}
+
+/// `POST /sandboxes/{id}/fork` (the `e2b` SDK).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct ForkRequest {
+    /// How many (default 1).
+    pub count: Option<u64>,
+    /// Lifetime of the forks in seconds.
+    pub timeout: Option<i64>,
+}
+
+/// One fork's outcome.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ForkResult {
+    /// The running fork.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandbox>,
+    /// Why it did not start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
 }
 
 /// A snapshot, as create and list answer it.

@@ -23,11 +23,14 @@ use utoipa::OpenApi;
         handlers::persist::list_snapshots,
         handlers::persist::delete_template,
         handlers::persist::clone,
+        handlers::persist::fork,
+        handlers::sandboxes::resume,
     ),
     components(schemas(
         model::NewSandbox, model::Sandbox, model::SandboxDetail, model::SandboxMetric, model::Quota,
         model::ErrorBody, model::ConnectSandbox, model::SetTimeout, model::NetworkConfig,
-        model::CloneRequest, model::CloneResponse, model::ClonedSandbox, model::NewSnapshot, model::SnapshotInfo
+        model::CloneRequest, model::CloneResponse, model::ClonedSandbox, model::NewSnapshot, model::SnapshotInfo,
+        model::ForkRequest, model::ForkResult
     )),
     modifiers(&ApiKey)
 )]

@@ -273,14 +273,16 @@ impl App {
     }
 
     /// `count` new sandboxes from a snapshot of `origin`, each running with
-    /// `timeout_ms`; with `strict`, all of them or none.
+    /// `timeout_ms`: each one's outcome, and the snapshot's id. With
+    /// `strict`, all of them or none: a failure undoes the others and the
+    /// snapshot and is the answer.
     pub async fn clone_sandbox(
         self: &Arc<Self>,
         origin: &SandboxRecord,
         count: u64,
         strict: bool,
         timeout_ms: i64,
-    ) -> ApiResult<(Vec<SandboxRecord>, String)> {
+    ) -> ApiResult<(Vec<ApiResult<SandboxRecord>>, String)> {
         let snap = self.snapshot(&origin.id, SnapshotKind::Clone, None).await?;
         let source = Source::Checkpoint { name: snap.id.clone(), saved_token: snap.envd_token.clone() };
         let now = now_ms();
@@ -306,26 +308,29 @@ impl App {
             }
         });
         let results = futures::future::join_all(starts).await;
-        let (clones, errors): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-        let clones: Vec<SandboxRecord> = clones.into_iter().filter_map(Result::ok).collect();
-        let first_error = errors.into_iter().find_map(Result::err);
-        match first_error {
-            Some(e) if strict || clones.is_empty() => {
-                for clone in clones {
-                    if let Err(kill) = self.kill(clone).await {
-                        tracing::error!("undoing a strict clone: {kill}");
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > 0 && (strict || failed == results.len()) {
+            let mut first_error = None;
+            for result in results {
+                match result {
+                    Ok(clone) => {
+                        if let Err(kill) = self.kill(clone).await {
+                            tracing::error!("undoing a strict clone: {kill}");
+                        }
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
                     }
                 }
-                if let Err(del) = self.delete_snapshot(&snap.id).await {
-                    tracing::error!(snapshot = %snap.id, "removing a failed clone's snapshot: {del}");
-                }
-                Err(e)
             }
-            Some(e) => {
-                tracing::warn!(origin = %origin.id, "{} of {count} clones failed: {e}", count as usize - clones.len());
-                Ok((clones, snap.id))
+            if let Err(del) = self.delete_snapshot(&snap.id).await {
+                tracing::error!(snapshot = %snap.id, "removing a failed clone's snapshot: {del}");
             }
-            None => Ok((clones, snap.id)),
+            return Err(first_error.unwrap_or_else(|| ApiError::internal("cloning", "no clone started")));
         }
+        if failed > 0 {
+            tracing::warn!(origin = %origin.id, "{failed} of {count} clones failed");
+        }
+        Ok((results, snap.id))
     }
 }

@@ -132,6 +132,8 @@ pub struct SnapshotQuery {
     pub sandbox_id: Option<String>,
     /// Only snapshots of this kind; `None` means both.
     pub kind: Option<SnapshotKind>,
+    /// Only snapshots with this among their names.
+    pub name: Option<String>,
     /// Page size; 0 means [`crate::DEFAULT_LIMIT`], larger than
     /// [`crate::MAX_LIMIT`] is capped.
     pub limit: u32,
@@ -262,6 +264,16 @@ impl Store {
         if q.kind.is_some() {
             sql.push_str(&format!(" AND kind = {}", next()));
         }
+        // A name is an element of the JSON array: its JSON string, quotes
+        // included, appears in the column; LIKE's own wildcards are escaped.
+        let name_pattern = q.name.as_ref().map(|name| {
+            let quoted = serde_json::Value::String(name.clone()).to_string();
+            let escaped = quoted.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        if name_pattern.is_some() {
+            sql.push_str(&format!(" AND names LIKE {} ESCAPE '\\'", next()));
+        }
         if cursor.is_some() {
             let (t1, t2, id) = (next(), next(), next());
             sql.push_str(&format!(" AND (created_at > {t1} OR (created_at = {t2} AND id > {id}))"));
@@ -274,6 +286,9 @@ impl Store {
         }
         if let Some(kind) = q.kind {
             query = query.bind(kind.as_str());
+        }
+        if let Some(pattern) = &name_pattern {
+            query = query.bind(pattern.as_str());
         }
         if let Some((t, id)) = &cursor {
             query = query.bind(*t).bind(*t).bind(id.as_str());
@@ -289,6 +304,10 @@ impl Store {
         } else {
             None
         };
+        // SQLite's LIKE ignores ASCII case: keep exact matches only.
+        if let Some(name) = &q.name {
+            items.retain(|r| r.names.contains(name));
+        }
         Ok(Page { items, next_token })
     }
 

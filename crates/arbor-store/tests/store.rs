@@ -621,6 +621,12 @@ async fn snapshots_crud_and_list(url: String) {
     assert!(all_pages(&store, q(Some("nobody"), 5)).await.is_empty());
     let clones = SnapshotQuery { kind: Some(SnapshotKind::Clone), ..Default::default() };
     assert_eq!(snap_ids(&store.list_snapshots(&clones).await.unwrap().items), ["sn4"]);
+    // By name: an element of `names`, matched exactly (`_` and `%` are no wildcards, case counts).
+    let named = |name: &str| SnapshotQuery { name: Some(name.into()), ..Default::default() };
+    assert_eq!(snap_ids(&store.list_snapshots(&named("team/sn3")).await.unwrap().items), ["sn3"]);
+    for other in ["team/sn", "TEAM/sn3", "team_sn3", "team/%", "sn"] {
+        assert!(store.list_snapshots(&named(other)).await.unwrap().items.is_empty(), "{other}");
+    }
     let full = store.list_snapshots(&q(Some("sb2"), 0)).await.unwrap();
     assert_eq!(full.items, [snapshot("sn3", "sb2", 50, SnapshotKind::Snapshot)]);
     assert_eq!(full.next_token, None);

@@ -1,12 +1,14 @@
-//! Pause, snapshots (create, list, delete) and clone.
+//! Pause, snapshots (create, list, delete), clone and fork.
 
 use super::existing;
 use crate::{
     app::{now_ms, App},
     error::{ApiError, ApiResult},
-    model::{CloneRequest, CloneResponse, ClonedSandbox, NewSnapshot, SnapshotInfo},
+    model::{
+        CloneRequest, CloneResponse, ClonedSandbox, ErrorBody, ForkRequest, ForkResult, NewSnapshot, SnapshotInfo,
+    },
 };
-use arbor_store::{SnapshotKind, SnapshotQuery, SnapshotRecord, State};
+use arbor_store::{SandboxRecord, SnapshotKind, SnapshotQuery, SnapshotRecord, State};
 use axum::{
     body::Bytes,
     extract::{Path, Query, State as AxState},
@@ -45,6 +47,9 @@ pub async fn create_snapshot(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<SnapshotInfo>)> {
     let req: NewSnapshot = optional_json(&body)?;
+    if req.memory == Some(false) {
+        return Err(ApiError::bad_request("filesystem-only snapshots (memory: false) are not supported; omit it"));
+    }
     let name = req.name.filter(|n| !n.trim().is_empty());
     let snap = app.snapshot(&id, SnapshotKind::Snapshot, name).await?;
     Ok((StatusCode::CREATED, Json(info(&snap))))
@@ -55,15 +60,17 @@ pub async fn create_snapshot(
 pub struct SnapshotsQuery {
     #[serde(rename = "sandboxID")]
     sandbox_id: Option<String>,
+    name: Option<String>,
     limit: Option<u32>,
     #[serde(rename = "nextToken")]
     next_token: Option<String>,
 }
 
-/// `GET /snapshots?sandboxID=&limit=&nextToken=`: oldest first, paginated
-/// with `X-Next-Token`.
+/// `GET /snapshots?sandboxID=&name=&limit=&nextToken=`: oldest first,
+/// paginated with `X-Next-Token`.
 #[utoipa::path(get, path = "/snapshots",
-    params(("sandboxID" = Option<String>, Query), ("limit" = Option<u32>, Query), ("nextToken" = Option<String>, Query)),
+    params(("sandboxID" = Option<String>, Query), ("name" = Option<String>, Query), ("limit" = Option<u32>, Query),
+           ("nextToken" = Option<String>, Query)),
     responses((status = 200, body = [SnapshotInfo], headers(("X-Next-Token" = String))),
               (status = 400, body = crate::model::ErrorBody)))]
 pub async fn list_snapshots(
@@ -77,6 +84,7 @@ pub async fn list_snapshots(
     let query = SnapshotQuery {
         sandbox_id: q.sandbox_id.filter(|s| !s.is_empty()),
         kind: None,
+        name: q.name.filter(|n| !n.is_empty()),
         limit: q.limit.unwrap_or(0),
         next_token: q.next_token.filter(|t| !t.is_empty()),
     };
@@ -99,6 +107,37 @@ pub async fn delete_template(AxState(app): AxState<Arc<App>>, Path(rest): Path<S
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Checks a clone's `count` against the free sandbox quota: the count to
+/// make, or 429 when `strict` (or nothing is free).
+fn clone_count(app: &App, asked: Option<u64>, strict: bool) -> ApiResult<u64> {
+    let count = asked.unwrap_or(1);
+    if count == 0 {
+        return Err(ApiError::bad_request("count must be at least 1"));
+    }
+    let free = app.cfg.max_sandboxes.saturating_sub(app.registry.ids().len() as u64);
+    if count <= free {
+        Ok(count)
+    } else if strict || free == 0 {
+        Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{count} clones asked, but only {free} more sandboxes may run on this server"),
+        ))
+    } else {
+        Ok(free)
+    }
+}
+
+/// A clone's lifetime: as asked, else the origin's remaining time if it
+/// runs, else the default timeout.
+fn clone_timeout_ms(app: &App, origin: &SandboxRecord, asked: Option<i64>) -> ApiResult<i64> {
+    match (asked, origin.state) {
+        (Some(t), _) if t <= 0 => Err(ApiError::bad_request(format!("timeout must be positive, got {t}"))),
+        (Some(t), _) => Ok(t.saturating_mul(1000)),
+        (None, State::Running) => Ok(origin.end_at.saturating_sub(now_ms()).max(1000)),
+        (None, _) => Ok(i64::try_from(app.cfg.default_timeout.as_millis()).unwrap_or(i64::MAX)),
+    }
+}
+
 /// `POST /sandboxes/{id}/clone`: running clones of the sandbox, from a
 /// snapshot taken now.
 #[utoipa::path(post, path = "/sandboxes/{id}/clone", params(("id" = String, Path)), request_body = CloneRequest,
@@ -111,31 +150,12 @@ pub async fn clone(
 ) -> ApiResult<(StatusCode, Json<CloneResponse>)> {
     let req: CloneRequest = optional_json(&body)?;
     let origin = existing(&app, &id).await?;
-    let count = req.count.unwrap_or(1);
-    if count == 0 {
-        return Err(ApiError::bad_request("count must be at least 1"));
-    }
-    let running = app.registry.ids().len() as u64;
-    let free = app.cfg.max_sandboxes.saturating_sub(running);
-    let count = if count <= free {
-        count
-    } else if req.strict || free == 0 {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("{count} clones asked, but only {free} more sandboxes may run on this server"),
-        ));
-    } else {
-        free
-    };
-    let timeout_ms = match (req.timeout, origin.state) {
-        (Some(t), _) if t <= 0 => return Err(ApiError::bad_request(format!("timeout must be positive, got {t}"))),
-        (Some(t), _) => t.saturating_mul(1000),
-        (None, State::Running) => origin.end_at.saturating_sub(now_ms()).max(1000),
-        (None, _) => i64::try_from(app.cfg.default_timeout.as_millis()).unwrap_or(i64::MAX),
-    };
-    let (clones, snapshot) = app.clone_sandbox(&origin, count, req.strict, timeout_ms).await?;
-    let sandboxes: Vec<ClonedSandbox> = clones
+    let count = clone_count(&app, req.count, req.strict)?;
+    let timeout_ms = clone_timeout_ms(&app, &origin, req.timeout)?;
+    let (results, snapshot) = app.clone_sandbox(&origin, count, req.strict, timeout_ms).await?;
+    let sandboxes: Vec<ClonedSandbox> = results
         .iter()
+        .flatten()
         .map(|r| ClonedSandbox {
             sandbox_id: r.id.clone(),
             template_id: r.template_id.clone(),
@@ -147,4 +167,31 @@ pub async fn clone(
         .collect();
     tracing::info!(origin = %id, count = sandboxes.len(), %snapshot, "sandbox cloned");
     Ok((StatusCode::CREATED, Json(CloneResponse { count: sandboxes.len(), sandboxes, snapshot_template_id: snapshot })))
+}
+
+/// `POST /sandboxes/{id}/fork` (the `e2b` SDK's clone): 201 with one
+/// `{sandbox}` or `{error}` per fork.
+#[utoipa::path(post, path = "/sandboxes/{id}/fork", params(("id" = String, Path)), request_body = ForkRequest,
+    responses((status = 201, body = [ForkResult]), (status = 404, body = crate::model::ErrorBody),
+              (status = 429, body = crate::model::ErrorBody)))]
+pub async fn fork(
+    AxState(app): AxState<Arc<App>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Vec<ForkResult>>)> {
+    let req: ForkRequest = optional_json(&body)?;
+    let origin = existing(&app, &id).await?;
+    let count = clone_count(&app, req.count, false)?;
+    let timeout_ms = clone_timeout_ms(&app, &origin, req.timeout)?;
+    let (results, _) = app.clone_sandbox(&origin, count, false, timeout_ms).await?;
+    let forks = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(record) => ForkResult { sandbox: Some(super::sandbox_json(&app, &record)), error: None },
+            Err(e) => {
+                ForkResult { sandbox: None, error: Some(ErrorBody { code: e.status.as_u16(), message: e.message }) }
+            }
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(forks)))
 }

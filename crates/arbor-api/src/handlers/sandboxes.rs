@@ -70,6 +70,9 @@ pub async fn create(
     body: Result<Json<NewSandbox>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
     let Json(req) = body.map_err(bad_json)?;
+    if req.auto_pause_memory == Some(false) {
+        return Err(ApiError::bad_request("auto-pause without memory (autoPauseMemory: false) is not supported"));
+    }
     let template_id = req.template_id.clone().unwrap_or_else(|| "base".into());
     // A snapshot's id works as a template: it is held (under its lock) until
     // the new sandbox's record names it, so it cannot be deleted meanwhile.
@@ -223,6 +226,9 @@ pub async fn connect(
     body: Result<Json<ConnectSandbox>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
     let Json(req) = body.map_err(bad_json)?;
+    if req.memory == Some(false) {
+        return Err(ApiError::bad_request("resuming without memory (a cold boot) is not supported; omit memory"));
+    }
     let timeout = requested_timeout_ms(&app, req.timeout)?;
     let (mut record, resumed) = app.resume(&id, timeout).await?;
     if resumed {
@@ -234,4 +240,20 @@ pub async fn connect(
         record.end_at = wanted;
     }
     Ok((StatusCode::OK, Json(sandbox_json(&app, &record))))
+}
+
+/// `POST /sandboxes/{id}/resume` (older `e2b` SDKs): resumes a paused
+/// sandbox (201); 409 for a running one.
+#[utoipa::path(post, path = "/sandboxes/{id}/resume", params(("id" = String, Path)), request_body = ConnectSandbox,
+    responses((status = 201, body = Sandbox), (status = 404, body = crate::model::ErrorBody),
+              (status = 409, body = crate::model::ErrorBody)))]
+pub async fn resume(
+    state: AxState<Arc<App>>,
+    Path(id): Path<String>,
+    body: Result<Json<ConnectSandbox>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Sandbox>)> {
+    if existing(&state.0, &id).await?.state == State::Running {
+        return Err(ApiError::conflict(format!("sandbox {id} is already running")));
+    }
+    connect(state, Path(id), body).await
 }
