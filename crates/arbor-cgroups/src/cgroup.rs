@@ -95,6 +95,12 @@ impl Cgroup {
         found.ok_or(Error::ControllerUnavailable(ctl.name()))
     }
 
+    /// The directory whose freezer stops this cgroup (the v1 freezer hierarchy's, or the cgroup2
+    /// directory with `cgroup.freeze`): what CRIU's `--freeze-cgroup` wants.
+    pub fn freezer_dir(&self) -> Result<&Path> {
+        self.dir(Controller::Freezer)
+    }
+
     fn file(&self, ctl: Controller, name: &str) -> Result<PathBuf> {
         Ok(self.dir(ctl)?.join(name))
     }

@@ -79,6 +79,7 @@ const fn ioc(dir: u64, nr: u64, size: usize) -> libc::c_ulong {
 const W: u64 = 1;
 const R: u64 = 2;
 const SYNC: libc::c_ulong = ioc(0, 8, 0);
+const SNAP_CREATE: libc::c_ulong = ioc(W, 1, size_of::<VolArgs>());
 const SUBVOL_CREATE: libc::c_ulong = ioc(W, 14, size_of::<VolArgs>());
 const SNAP_DESTROY: libc::c_ulong = ioc(W, 15, size_of::<VolArgs>());
 const INO_LOOKUP: libc::c_ulong = ioc(R | W, 18, size_of::<InoLookupArgs>());
@@ -127,6 +128,17 @@ pub fn create_subvolume(parent: &File, name: &[u8]) -> io::Result<()> {
     let mut args = vol_args(name)?;
     // SAFETY: `args` is a NUL-terminated `btrfs_ioctl_vol_args` living across the call.
     unsafe { ioctl(parent, SUBVOL_CREATE, &mut *args) }
+}
+
+/// Creates `name` in the directory `parent` as a writable snapshot of the subvolume open as
+/// `source` (on the same file system): it shares every block with the source until either
+/// changes, whatever it holds.
+pub fn snapshot_subvolume(source: &File, parent: &File, name: &[u8]) -> io::Result<()> {
+    let mut args = vol_args(name)?;
+    args.fd = i64::from(source.as_raw_fd());
+    // SAFETY: `args` is a NUL-terminated `btrfs_ioctl_vol_args` naming an open subvolume, living
+    // across the call.
+    unsafe { ioctl(parent, SNAP_CREATE, &mut *args) }
 }
 
 /// Deletes the subvolume `name` in `parent` with everything in it. It vanishes at once; the
@@ -196,6 +208,7 @@ mod tests {
         // As the kernel headers compute them.
         assert_eq!(SYNC, 0x9408);
         assert_eq!(SUBVOL_CREATE, 0x5000_940E);
+        assert_eq!(SNAP_CREATE, 0x5000_9401);
         assert_eq!(SNAP_DESTROY, 0x5000_940F);
         assert_eq!(INO_LOOKUP, 0xD000_9412);
         assert_eq!(FS_INFO, 0x8400_941F);

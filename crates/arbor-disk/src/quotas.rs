@@ -167,6 +167,28 @@ impl Quotas {
         result
     }
 
+    /// Makes `dst`, a new entry of the sandboxes directory, a copy of the limited directory `src`
+    /// in O(1): a btrfs snapshot, sharing every block until either side changes. With `bytes`
+    /// the copy is limited as [`Quotas::limit`] does; without, it is unlimited (a checkpoint).
+    pub fn snapshot(&self, src: &Path, dst: &Path, bytes: Option<u64>) -> Result<QuotaId> {
+        let name = self.entry_name(dst)?;
+        let meta = fs::symlink_metadata(src).map_err(Error::io("stat", src))?;
+        if !is_subvolume(&meta) {
+            return Err(Error::NotLimited(src.to_path_buf()));
+        }
+        let source = open_dir(src).map_err(Error::io("open", src))?;
+        btrfs::snapshot_subvolume(&source, &self.root_fd, name).map_err(Error::io("snapshot into", dst))?;
+        let id = open_dir(dst).and_then(|fd| btrfs::subvolume_id(&fd)).map_err(Error::io("look up the subvolume", dst));
+        let result = id.and_then(|id| {
+            btrfs::set_limit(&self.root_fd, id, bytes).map_err(Error::io("set the quota of", dst))?;
+            Ok(QuotaId(id))
+        });
+        if result.is_err() {
+            let _ = btrfs::destroy_subvolume(&self.root_fd, name);
+        }
+        result
+    }
+
     /// What the limited directory `dir` uses, and its limit.
     pub fn usage(&self, dir: &Path) -> Result<Usage> {
         let meta = fs::symlink_metadata(dir).map_err(Error::io("stat", dir))?;

@@ -7,12 +7,18 @@
 //! on it, and on start reconciles the host with the sandboxes the control
 //! plane says it owns.
 //!
-//! No external crates beyond `thiserror` and `tracing`: the work is in the
-//! runtime and layer crates.
+//! It also keeps envd binaries by content (a checkpoint needs the exact
+//! binary it was taken with) and hands a restored envd its new access token.
+//!
+//! Crates: `sha2` (envd content hashes), `hyper`/`hyper-util` (the one HTTP
+//! call to a restored envd's `/init`), `serde_json`, `thiserror`, `tracing`;
+//! the rest of the work is in the runtime and layer crates.
 #![warn(missing_docs)]
 
+mod envd;
 mod error;
 mod node;
+mod persist;
 mod template;
 
 pub use error::{Error, Result};

@@ -16,7 +16,7 @@ use std::{
 };
 
 /// Tasks a sandbox may run at once (processes and threads).
-const PIDS_LIMIT: u64 = 4096;
+pub(crate) const PIDS_LIMIT: u64 = 4096;
 
 /// Where a node keeps its state and finds its helpers.
 #[derive(Debug, Clone)]
@@ -68,9 +68,9 @@ pub struct Started {
 /// The node agent of this host.
 #[derive(Debug)]
 pub struct Node {
-    driver: LinuxDriver,
+    pub(crate) driver: LinuxDriver,
     layers: LayerStore,
-    disk_limits: bool,
+    pub(crate) disk_limits: bool,
 }
 
 impl Node {
@@ -79,9 +79,10 @@ impl Node {
     pub async fn new(cfg: NodeConfig) -> Result<Node> {
         let layers = LayerStore::open(&cfg.layers_dir)?;
         let disk_limits = cfg.disk.is_some();
+        let envd = crate::envd::pin(&cfg.data_dir, &cfg.envd_bin)?;
         let driver = LinuxDriver::new(Config {
             data_dir: cfg.data_dir,
-            envd: cfg.envd_bin,
+            envd,
             launcher: cfg.launcher_bin,
             network: Some(cfg.network),
             disk: cfg.disk,
@@ -145,7 +146,7 @@ impl Node {
 }
 
 /// The hostname inside a sandbox: short, and telling which sandbox it is.
-fn hostname(id: &str) -> String {
+pub(crate) fn hostname(id: &str) -> String {
     let short: String = id.chars().take(20).collect();
     format!("sbx-{short}")
 }

@@ -1,6 +1,10 @@
 //! The interface between the node agent and an isolation technology.
 
-use crate::{spec::SandboxSpec, Result};
+use crate::{
+    checkpoint::{After, Checkpoint},
+    spec::SandboxSpec,
+    Result,
+};
 use std::{collections::HashSet, net::Ipv4Addr};
 
 /// A running sandbox, as the driver reports it.
@@ -49,4 +53,24 @@ pub trait Driver: Send + Sync {
     /// processes, cgroups, network namespaces, veths, rules, directories)
     /// whose id is not in `keep`. Returns the ids removed.
     async fn reconcile(&self, keep: &HashSet<String>) -> Result<Vec<String>>;
+
+    /// Saves sandbox `id` (memory and file system, consistent with each
+    /// other) as checkpoint `name`, then lets it run on or destroys it. The
+    /// checkpoint exists only once complete; a failure leaves none behind and
+    /// the sandbox running.
+    async fn checkpoint(&self, id: &str, name: &str, after: After) -> Result<Checkpoint>;
+    /// Creates sandbox `spec.id` from checkpoint `name`: its file system and
+    /// processes as they were saved, with the spec's own limits, network and
+    /// hostname. `spec.layers` must be the checkpoint's. The checkpoint stays,
+    /// for more restores. A failed restore leaves nothing behind.
+    async fn restore(&self, spec: &SandboxSpec, name: &str) -> Result<Sandbox>;
+    /// The complete checkpoint `name`.
+    async fn checkpoint_info(&self, name: &str) -> Result<Checkpoint>;
+    /// Copies checkpoint `from` as `to` (cheaply where the file system shares blocks).
+    async fn copy_checkpoint(&self, from: &str, to: &str) -> Result<Checkpoint>;
+    /// Deletes checkpoint `name`.
+    async fn remove_checkpoint(&self, name: &str) -> Result<()>;
+    /// Names of the complete checkpoints on this host. (Incomplete ones, left
+    /// by a crash, are removed by [`Driver::reconcile`].)
+    async fn checkpoints(&self) -> Result<Vec<String>>;
 }

@@ -50,6 +50,12 @@ pub enum Error {
     /// The sandbox's capabilities could not be dropped.
     #[error(transparent)]
     Caps(#[from] crate::linux::caps::CapsError),
+    /// A checkpoint or a restore failed (CRIU's log says why).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// CRIU is not installed, so there are no checkpoints on this node.
+    #[error("checkpoints need CRIU >= 4 (scripts/build-criu.sh); none found")]
+    NoCriu,
     /// The launcher failed before envd started; its message says where.
     #[error("launching the sandbox failed: {0}")]
     Launch(String),

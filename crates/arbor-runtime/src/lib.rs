@@ -17,11 +17,13 @@
 //! tables to compile the seccomp profile.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod driver;
 pub mod error;
 pub mod linux;
 pub mod spec;
 
+pub use checkpoint::{After, Checkpoint};
 pub use driver::{Driver, Sandbox, Status};
 pub use error::{Error, Result};
-pub use spec::{LaunchSpec, SandboxSpec};
+pub use spec::{LaunchSpec, RestoreSpec, SandboxSpec};

@@ -57,3 +57,30 @@ pub struct LaunchSpec {
 
 /// Where envd sits inside every sandbox.
 pub const ENVD_PATH: &str = "/.arbor/envd";
+
+/// What `arbor-launch restore` gets on stdin: a checkpoint to restore into a
+/// prepared cgroup and network namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreSpec {
+    /// Lower layers, top first.
+    pub layers: Vec<PathBuf>,
+    /// The new sandbox's upper dir (a copy of the checkpoint's).
+    pub upper: PathBuf,
+    /// overlayfs work dir.
+    pub work: PathBuf,
+    /// Where the merged root is mounted (in the restorer's mount namespace).
+    pub rootfs: PathBuf,
+    /// The checkpoint's CRIU images.
+    pub images: PathBuf,
+    /// Where CRIU writes the restored PID 1's host pid.
+    pub pidfile: PathBuf,
+    /// The CRIU binary.
+    pub criu: PathBuf,
+    /// Host mounts to map the images' external mount keys to.
+    pub externals: Vec<crate::checkpoint::ExternalMount>,
+    /// `cgroup.procs` files the restorer joins first, so the restored tree
+    /// starts inside the sandbox's limits.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The network namespace the restored tree gets.
+    pub netns: PathBuf,
+}

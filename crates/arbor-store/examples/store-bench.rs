@@ -38,6 +38,7 @@ fn record(i: usize) -> SandboxRecord {
         init_pid: Some(1234),
         envd_version: "0.1.0".into(),
         domain: None,
+        snapshot_id: None,
     }
 }
 

@@ -1,5 +1,5 @@
 //! `arbor-store`: persistence of the control plane — API keys, sandboxes
-//! (with their metadata) and sandbox metrics — in SQLite (the default, one
+//! (with their metadata), snapshots and sandbox metrics — in SQLite (the default, one
 //! file) or PostgreSQL (chosen by URL).
 //!
 //! # One code path: sqlx's `Any` driver
@@ -52,6 +52,7 @@ mod keys;
 mod metrics;
 mod query;
 mod sandbox;
+mod snapshot;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,6 +66,7 @@ pub use keys::{KeyInfo, NewKey, MIN_IMPORTED_SECRET_LEN};
 pub use metrics::Metric;
 pub use query::{ListQuery, Page, Usage, DEFAULT_LIMIT, MAX_LIMIT};
 pub use sandbox::{SandboxRecord, State, TOUCH_GRANULARITY_MS};
+pub use snapshot::{SnapshotKind, SnapshotQuery, SnapshotRecord, SnapshotState};
 
 /// How long a SQLite connection waits for another writer before failing.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;

@@ -23,11 +23,12 @@ pub struct ListQuery {
     pub next_token: Option<String>,
 }
 
-/// One page of sandboxes, newest first (`started_at` descending, then id).
+/// One page of a listing: sandboxes newest first (`started_at` descending,
+/// then id), or snapshots oldest first (see [`Store::list_snapshots`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
-    /// The sandboxes of this page.
-    pub items: Vec<SandboxRecord>,
+pub struct Page<T = SandboxRecord> {
+    /// The rows of this page.
+    pub items: Vec<T>,
     /// Opaque cursor for the next page; `None` on the last page.
     pub next_token: Option<String>,
 }
@@ -49,14 +50,22 @@ pub struct Usage {
 /// tokens cleanly.
 const CURSOR_TAG: &str = "c1";
 
-/// Encodes the position after `r`: hex of `c1:<started_at>:<id>`. Hex keeps
-/// the token URL- and header-safe without escaping.
+/// Encodes the position after `r`: hex of `c1:<started_at>:<id>`.
 fn encode_cursor(r: &SandboxRecord) -> String {
-    let raw = format!("{CURSOR_TAG}:{}:{}", r.started_at, r.id);
+    encode_position(r.started_at, &r.id)
+}
+
+/// Encodes a sort key `(time, id)` as hex of `c1:<time>:<id>`. Hex keeps
+/// the token URL- and header-safe without escaping. Shared by every listing
+/// that pages by a time and an id.
+pub(crate) fn encode_position(time: i64, id: &str) -> String {
+    let raw = format!("{CURSOR_TAG}:{time}:{id}");
     raw.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_cursor(token: &str) -> Result<(i64, String)> {
+/// Decodes a token made by [`encode_position`]; [`Error::InvalidArgument`]
+/// for anything else.
+pub(crate) fn decode_cursor(token: &str) -> Result<(i64, String)> {
     let bad = || Error::InvalidArgument(format!("invalid nextToken {token:?}"));
     let bytes = token
         .as_bytes()
@@ -79,6 +88,14 @@ fn hex_digit(c: u8) -> Option<u8> {
     char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
+/// The page size for a requested `limit` (0 means the default; capped).
+pub(crate) fn page_limit(limit: u32) -> u32 {
+    match limit {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    }
+}
+
 impl Store {
     /// One page of sandboxes matching `q`. The order (`started_at` desc,
     /// `id` asc) is total, and the cursor is the last row's sort key, so
@@ -86,10 +103,7 @@ impl Store {
     /// removed between calls. [`Error::InvalidArgument`] for a bad token.
     pub async fn list_sandboxes(&self, q: &ListQuery) -> Result<Page> {
         let cursor = q.next_token.as_deref().map(decode_cursor).transpose()?;
-        let limit = match q.limit {
-            0 => DEFAULT_LIMIT,
-            n => n.min(MAX_LIMIT),
-        };
+        let limit = page_limit(q.limit);
         let states: Vec<State> =
             if q.states.is_empty() { vec![State::Running, State::Paused] } else { q.states.clone() };
 

@@ -144,6 +144,10 @@ pub struct SandboxRecord {
     pub envd_version: String,
     /// Domain for host-based URLs.
     pub domain: Option<String>,
+    /// Snapshot the sandbox was created or cloned from (`None` when it
+    /// started from a template). While the sandbox is not killed, the
+    /// snapshot counts as in use (see [`Store::snapshot_users`]).
+    pub snapshot_id: Option<String>,
 }
 
 /// Columns of `sandboxes` in the order [`bind_record`] binds and
@@ -151,7 +155,7 @@ pub struct SandboxRecord {
 pub(crate) const COLUMNS: &str = "id, template_id, alias, state, node_id, cpu_count, memory_mb, \
      disk_mb, metadata, env_vars, envd_token, traffic_token, secure, allow_internet, network, \
      auto_pause, auto_resume, idle_timeout_s, started_at, end_at, last_activity_at, paused_at, \
-     host_addr, init_pid, envd_version, domain";
+     host_addr, init_pid, envd_version, domain, snapshot_id";
 
 /// The record's columns converted to what the `Any` driver can bind.
 struct Encoded {
@@ -184,7 +188,7 @@ fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("JSON encoding: {e}")))
 }
 
-/// Binds the columns of [`COLUMNS`], in order, as `$1…$26`.
+/// Binds the columns of [`COLUMNS`], in order, as `$1…$27`.
 fn bind_record<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
     r: &'q SandboxRecord,
@@ -216,6 +220,7 @@ fn bind_record<'q>(
         .bind(e.init_pid)
         .bind(r.envd_version.as_str())
         .bind(r.domain.as_deref())
+        .bind(r.snapshot_id.as_deref())
 }
 
 /// Reads a row selected with [`COLUMNS`].
@@ -255,6 +260,7 @@ pub(crate) fn decode_record(row: &AnyRow) -> Result<SandboxRecord> {
         init_pid: row.try_get::<Option<i64>, _>("init_pid")?.map(|v| from_i64("init_pid", v)).transpose()?,
         envd_version: row.try_get("envd_version")?,
         domain: row.try_get("domain")?,
+        snapshot_id: row.try_get("snapshot_id")?,
         id,
     })
 }
@@ -262,9 +268,9 @@ pub(crate) fn decode_record(row: &AnyRow) -> Result<SandboxRecord> {
 const INSERT_SQL: &str = "INSERT INTO sandboxes (id, template_id, alias, state, node_id, \
      cpu_count, memory_mb, disk_mb, metadata, env_vars, envd_token, traffic_token, secure, \
      allow_internet, network, auto_pause, auto_resume, idle_timeout_s, started_at, end_at, \
-     last_activity_at, paused_at, host_addr, init_pid, envd_version, domain) VALUES ($1, $2, $3, \
-     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-     $23, $24, $25, $26)";
+     last_activity_at, paused_at, host_addr, init_pid, envd_version, domain, snapshot_id) VALUES \
+     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+     $21, $22, $23, $24, $25, $26, $27)";
 
 const UPDATE_SQL: &str = "UPDATE sandboxes SET template_id = $2, alias = $3, state = $4, \
      node_id = $5, cpu_count = $6, memory_mb = $7, disk_mb = $8, metadata = $9, env_vars = $10, \
@@ -272,7 +278,7 @@ const UPDATE_SQL: &str = "UPDATE sandboxes SET template_id = $2, alias = $3, sta
      auto_pause = $16, auto_resume = $17, idle_timeout_s = $18, started_at = $19, end_at = $20, \
      last_activity_at = CASE WHEN last_activity_at < $21 THEN $21 ELSE last_activity_at END, \
      paused_at = $22, host_addr = $23, init_pid = $24, \
-     envd_version = $25, domain = $26 WHERE id = $1";
+     envd_version = $25, domain = $26, snapshot_id = $27 WHERE id = $1";
 
 impl Store {
     /// Inserts a new sandbox and its metadata pairs. [`Error::Conflict`] if
@@ -460,6 +466,7 @@ pub(crate) mod tests_support {
             init_pid: None,
             envd_version: "0.1.0".into(),
             domain: None,
+            snapshot_id: None,
         }
     }
 }

@@ -9,7 +9,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
-use arbor_store::{Backend, Error, ListQuery, Metric, SandboxRecord, State, Store, Usage, TOUCH_GRANULARITY_MS};
+use arbor_store::{
+    Backend, Error, ListQuery, Metric, SandboxRecord, SnapshotKind, SnapshotQuery, SnapshotRecord, SnapshotState,
+    State, Store, Usage, TOUCH_GRANULARITY_MS,
+};
 
 type Case = fn(String) -> Pin<Box<dyn Future<Output = ()>>>;
 
@@ -28,6 +31,9 @@ cases!(
     due_sandboxes,
     concurrency,
     metrics_range_and_prune,
+    migration_over_v1,
+    snapshots_crud_and_list,
+    snapshot_users_rules,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -104,6 +110,7 @@ fn record(id: &str, started_at: i64) -> SandboxRecord {
         init_pid: None,
         envd_version: "0.1.0".into(),
         domain: None,
+        snapshot_id: None,
     }
 }
 
@@ -200,6 +207,7 @@ async fn sandbox_crud(url: String) {
     r.host_addr = Some("10.11.0.2".into());
     r.init_pid = Some(4242);
     r.domain = Some("sandbox.test".into());
+    r.snapshot_id = Some("snap-1".into());
     r.memory_mb = u64::from(u32::MAX) + 1;
     store.insert_sandbox(&r).await.unwrap();
     assert_eq!(store.get_sandbox(&r.id).await.unwrap().as_ref(), Some(&r));
@@ -223,6 +231,7 @@ async fn sandbox_crud(url: String) {
     r.metadata = BTreeMap::from([("user".into(), "bob".into())]);
     r.cpu_count = 4;
     r.network = None;
+    r.snapshot_id = None;
     store.update_sandbox(&r).await.unwrap();
     assert_eq!(store.get_sandbox(&r.id).await.unwrap().as_ref(), Some(&r));
     let q = |k: &str, v: &str| ListQuery { metadata: meta(&[(k, v)]), ..Default::default() };
@@ -482,4 +491,216 @@ async fn metrics_range_and_prune(url: String) {
         [3_000, 4_000]
     );
     assert!(store.metrics("m2", 0, i64::MAX).await.unwrap().is_empty());
+}
+
+/// Applies only migration 0001 (as an older binary did), writes a sandbox
+/// in that schema, then opens the store, which must add 0002 over it.
+async fn migration_over_v1(url: String) {
+    sqlx::any::install_default_drivers();
+    let v1 = tempfile::tempdir().unwrap();
+    let init = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_init.sql");
+    std::fs::copy(&init, v1.path().join("0001_init.sql")).unwrap();
+    let raw_url = match url.strip_prefix("sqlite:") {
+        Some(path) => {
+            std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+            format!("sqlite://{path}?mode=rwc")
+        }
+        None => url.clone(),
+    };
+    let pool = sqlx::AnyPool::connect(&raw_url).await.unwrap();
+    sqlx::migrate::Migrator::new(v1.path()).await.unwrap().run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO sandboxes (id, template_id, state, node_id, cpu_count, memory_mb, disk_mb, metadata, \
+         env_vars, envd_token, secure, allow_internet, auto_pause, auto_resume, started_at, end_at, \
+         last_activity_at, envd_version) VALUES ('old', 'base', 'paused', 'local', 1, 256, 512, \
+         '{\"k\":\"v\"}', '{}', 'tok-old', 1, 0, 1, 0, 5, 6, 7, '0.0.9')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = Store::open(&url).await.unwrap();
+    let old = store.get_sandbox("old").await.unwrap().expect("row kept across the migration");
+    assert_eq!((old.state, old.snapshot_id.as_deref(), old.metadata.len()), (State::Paused, None, 1));
+    assert!(old.auto_pause && !old.allow_internet);
+    // The new column and table are usable on the migrated database.
+    let mut r = old.clone();
+    r.snapshot_id = Some("s1".into());
+    store.update_sandbox(&r).await.unwrap();
+    store.insert_snapshot(&snapshot("s1", "old", 1, SnapshotKind::Snapshot)).await.unwrap();
+    assert_eq!(store.snapshot_users("s1").await.unwrap(), ["old"]);
+    store.close().await;
+    // Reopening finds both migrations applied.
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.get_sandbox("old").await.unwrap().unwrap().snapshot_id.as_deref(), Some("s1"));
+    store.close().await;
+}
+
+/// A ready snapshot of `sandbox_id`.
+fn snapshot(id: &str, sandbox_id: &str, created_at: i64, kind: SnapshotKind) -> SnapshotRecord {
+    SnapshotRecord {
+        id: id.into(),
+        sandbox_id: sandbox_id.into(),
+        kind,
+        state: SnapshotState::Ready,
+        names: vec![format!("team/{id}"), id.into()],
+        template_id: "base".into(),
+        node_id: "local".into(),
+        cpu_count: 2,
+        memory_mb: 512,
+        disk_mb: 1024,
+        env_vars: BTreeMap::from([("FOO".into(), "bar baz".into())]),
+        metadata: BTreeMap::from([("a b".into(), "c&d".into())]),
+        envd_version: "0.1.0".into(),
+        memory_bytes: Some(1 << 20),
+        created_at,
+    }
+}
+
+fn snap_ids(items: &[SnapshotRecord]) -> Vec<&str> {
+    items.iter().map(|r| r.id.as_str()).collect()
+}
+
+/// Follows next tokens to the end, checking page sizes.
+async fn all_pages(store: &Store, mut q: SnapshotQuery) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_snapshots(&q).await.unwrap();
+        assert!(q.limit == 0 || page.items.len() <= q.limit as usize);
+        seen.extend(page.items.iter().map(|r| r.id.clone()));
+        match page.next_token {
+            Some(t) => q.next_token = Some(t),
+            None => return seen,
+        }
+        assert!(seen.len() <= 100, "pagination does not end: {seen:?}");
+    }
+}
+
+async fn snapshots_crud_and_list(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    let mut s1 = snapshot("sn1", "sb1", 100, SnapshotKind::Snapshot);
+    s1.state = SnapshotState::Creating;
+    s1.memory_bytes = None;
+    s1.names = vec![];
+    s1.metadata = BTreeMap::new();
+    store.insert_snapshot(&s1).await.unwrap();
+    assert_eq!(store.get_snapshot("sn1").await.unwrap().as_ref(), Some(&s1));
+    assert_eq!(store.get_snapshot("missing").await.unwrap(), None);
+    assert!(matches!(store.insert_snapshot(&s1).await, Err(Error::Conflict(_))));
+
+    // A snapshot being created is not listed, but recovery finds it.
+    assert!(store.list_snapshots(&SnapshotQuery::default()).await.unwrap().items.is_empty());
+    assert_eq!(snap_ids(&store.snapshots_in_state(SnapshotState::Creating).await.unwrap()), ["sn1"]);
+    let big = u64::from(u32::MAX) * 3;
+    store.mark_snapshot_ready("sn1", Some(big)).await.unwrap();
+    store.mark_snapshot_ready("sn1", Some(big)).await.unwrap();
+    let got = store.get_snapshot("sn1").await.unwrap().unwrap();
+    assert_eq!((got.state, got.memory_bytes), (SnapshotState::Ready, Some(big)));
+    assert!(matches!(store.mark_snapshot_ready("missing", None).await, Err(Error::NotFound(_))));
+    assert!(store.snapshots_in_state(SnapshotState::Creating).await.unwrap().is_empty());
+    assert_eq!(snap_ids(&store.snapshots_in_state(SnapshotState::Ready).await.unwrap()), ["sn1"]);
+
+    // Oldest first; sn1 and sn2 tie on created_at and the id breaks it.
+    store.insert_snapshot(&snapshot("sn2", "sb1", 100, SnapshotKind::Snapshot)).await.unwrap();
+    store.insert_snapshot(&snapshot("sn3", "sb2", 50, SnapshotKind::Snapshot)).await.unwrap();
+    store.insert_snapshot(&snapshot("sn4", "sb1", 200, SnapshotKind::Clone)).await.unwrap();
+    let mut pending = snapshot("sn5", "sb1", 150, SnapshotKind::Snapshot);
+    pending.state = SnapshotState::Creating;
+    store.insert_snapshot(&pending).await.unwrap();
+    let q = |sandbox: Option<&str>, limit| SnapshotQuery {
+        sandbox_id: sandbox.map(Into::into),
+        limit,
+        ..Default::default()
+    };
+    assert_eq!(all_pages(&store, q(None, 1)).await, ["sn3", "sn1", "sn2", "sn4"]);
+    assert_eq!(all_pages(&store, q(None, 3)).await, ["sn3", "sn1", "sn2", "sn4"]);
+    assert_eq!(all_pages(&store, q(Some("sb1"), 2)).await, ["sn1", "sn2", "sn4"]);
+    assert_eq!(all_pages(&store, q(Some("sb2"), 0)).await, ["sn3"]);
+    assert!(all_pages(&store, q(Some("nobody"), 5)).await.is_empty());
+    let clones = SnapshotQuery { kind: Some(SnapshotKind::Clone), ..Default::default() };
+    assert_eq!(snap_ids(&store.list_snapshots(&clones).await.unwrap().items), ["sn4"]);
+    let full = store.list_snapshots(&q(Some("sb2"), 0)).await.unwrap();
+    assert_eq!(full.items, [snapshot("sn3", "sb2", 50, SnapshotKind::Snapshot)]);
+    assert_eq!(full.next_token, None);
+
+    // Snapshots added between pages: an older one is not seen, a newer one
+    // comes at the end; nothing repeats or goes missing.
+    let first = store.list_snapshots(&q(None, 2)).await.unwrap();
+    assert_eq!(snap_ids(&first.items), ["sn3", "sn1"]);
+    store.insert_snapshot(&snapshot("sn0", "sb3", 10, SnapshotKind::Snapshot)).await.unwrap();
+    store.insert_snapshot(&snapshot("sn9", "sb3", 300, SnapshotKind::Snapshot)).await.unwrap();
+    let rest = SnapshotQuery { next_token: first.next_token, ..q(None, 10) };
+    assert_eq!(all_pages(&store, rest).await, ["sn2", "sn4", "sn9"]);
+
+    for bad in ["garbage", "zz", "", "0000"] {
+        let q = SnapshotQuery { next_token: Some(bad.into()), ..Default::default() };
+        match store.list_snapshots(&q).await {
+            Err(Error::InvalidArgument(msg)) => assert!(msg.contains("nextToken"), "{msg}"),
+            other => panic!("token {bad:?}: {other:?}"),
+        }
+    }
+
+    // Snapshots outlive their origin; deleting one is reported once.
+    store.insert_sandbox(&record("sb1", 1)).await.unwrap();
+    assert!(store.delete_sandbox("sb1").await.unwrap());
+    assert_eq!(all_pages(&store, q(Some("sb1"), 10)).await, ["sn1", "sn2", "sn4"]);
+    assert!(store.delete_snapshot("sn2").await.unwrap());
+    assert!(!store.delete_snapshot("sn2").await.unwrap());
+    assert_eq!(store.get_snapshot("sn2").await.unwrap(), None);
+    assert_eq!(all_pages(&store, q(Some("sb1"), 10)).await, ["sn1", "sn4"]);
+}
+
+async fn snapshot_users_rules(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    let sandbox = |id: &str, started_at: i64, state: State, from: Option<&str>| {
+        let mut r = record(id, started_at);
+        r.state = state;
+        r.snapshot_id = from.map(Into::into);
+        r
+    };
+    // `o` itself started from snapshot `s`; `c` is the snapshot of a clone of `o`.
+    store.insert_sandbox(&sandbox("o", 1, State::Running, Some("s"))).await.unwrap();
+    store.insert_snapshot(&snapshot("s", "elsewhere", 1, SnapshotKind::Snapshot)).await.unwrap();
+    store.insert_snapshot(&snapshot("c", "o", 2, SnapshotKind::Clone)).await.unwrap();
+    store.insert_snapshot(&snapshot("plain", "o", 3, SnapshotKind::Snapshot)).await.unwrap();
+    assert_eq!(store.snapshot_users("s").await.unwrap(), ["o"]);
+    // The origin keeps its clone snapshot in use, not a plain snapshot.
+    assert_eq!(store.snapshot_users("c").await.unwrap(), ["o"]);
+    assert!(store.snapshot_users("plain").await.unwrap().is_empty());
+    assert!(store.snapshot_users("missing").await.unwrap().is_empty());
+
+    // Running and paused sandboxes made from a snapshot use it; killed do not.
+    store.insert_sandbox(&sandbox("a", 2, State::Running, Some("s"))).await.unwrap();
+    store.insert_sandbox(&sandbox("b", 3, State::Paused, Some("s"))).await.unwrap();
+    store.insert_sandbox(&sandbox("k", 4, State::Killed, Some("s"))).await.unwrap();
+    assert_eq!(store.snapshot_users("s").await.unwrap(), ["o", "a", "b"]);
+    for (id, t) in [("c2", 6), ("c1", 5)] {
+        store.insert_sandbox(&sandbox(id, t, State::Running, Some("c"))).await.unwrap();
+    }
+    assert_eq!(store.snapshot_users("c").await.unwrap(), ["o", "c1", "c2"]);
+
+    // The origin killed, then its row deleted: only the clones remain.
+    store.set_state("o", State::Killed, 10).await.unwrap();
+    assert_eq!(store.snapshot_users("c").await.unwrap(), ["c1", "c2"]);
+    assert_eq!(store.snapshot_users("s").await.unwrap(), ["a", "b"]);
+    assert!(store.delete_sandbox("o").await.unwrap());
+    assert_eq!(store.snapshot_users("c").await.unwrap(), ["c1", "c2"]);
+    store.set_state("c1", State::Paused, 11).await.unwrap();
+    store.set_state("c2", State::Killed, 11).await.unwrap();
+    assert_eq!(store.snapshot_users("c").await.unwrap(), ["c1"]);
+    store.set_state("c1", State::Killed, 12).await.unwrap();
+    assert!(store.snapshot_users("c").await.unwrap().is_empty());
+
+    // A clone origin still alive with all clones gone keeps it in use.
+    store.insert_sandbox(&sandbox("o2", 20, State::Paused, None)).await.unwrap();
+    store.insert_snapshot(&snapshot("c-o2", "o2", 20, SnapshotKind::Clone)).await.unwrap();
+    assert_eq!(store.snapshot_users("c-o2").await.unwrap(), ["o2"]);
+
+    // update_sandbox writes snapshot_id too.
+    let mut b = store.get_sandbox("b").await.unwrap().unwrap();
+    b.snapshot_id = None;
+    store.update_sandbox(&b).await.unwrap();
+    assert_eq!(store.snapshot_users("s").await.unwrap(), ["a"]);
+    assert_eq!(store.get_sandbox("b").await.unwrap().unwrap().snapshot_id, None);
 }

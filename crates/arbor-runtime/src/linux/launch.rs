@@ -168,6 +168,25 @@ fn name_host(rootfs: &std::path::Path, hostname: &str) -> Result<()> {
     std::fs::write(&name_path, format!("{hostname}\n")).map_err(Error::io("writing", &name_path))
 }
 
+/// Gives the restored sandbox of `init_pid` the hostname `hostname` (a
+/// clone, or a sandbox made from a snapshot, starts with its origin's): in
+/// its UTS namespace, and in `/etc/hostname` and `/etc/hosts` of its upper
+/// dir.
+pub fn rename_host(init_pid: u32, upper: &std::path::Path, hostname: &str) -> Result<()> {
+    let ns_path = format!("/proc/{init_pid}/ns/uts");
+    let ns = File::open(&ns_path).map_err(Error::io("opening", &ns_path))?;
+    let name = hostname.to_string();
+    // A thread of its own joins the namespace and ends with it: the
+    // caller's threads keep the host's.
+    std::thread::spawn(move || -> Result<()> {
+        setns(ns, CloneFlags::CLONE_NEWUTS).map_err(Error::sys("setns(uts)"))?;
+        nix::unistd::sethostname(&name).map_err(Error::sys("sethostname"))
+    })
+    .join()
+    .map_err(|_| Error::Task("renaming the host", "the thread panicked".into()))??;
+    name_host(upper, hostname)
+}
+
 fn exec_envd(spec: &LaunchSpec, ready_fd: i32) -> Result<std::convert::Infallible> {
     let cstr = |s: &str| CString::new(s).map_err(|_| Error::InvalidSpec(format!("NUL byte in '{s}'")));
     let path = cstr(ENVD_PATH)?;

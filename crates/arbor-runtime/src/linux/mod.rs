@@ -1,23 +1,28 @@
 //! The Linux namespaces driver.
 
 pub mod caps;
+mod checkpoint;
+mod criu;
 mod dev;
 mod harden;
 pub mod launch;
 mod mounts;
 mod reap;
 mod reconcile;
+pub mod restore;
 pub mod seccomp;
 mod start;
 
 use crate::{
+    checkpoint::{After, Checkpoint},
     driver::{Driver, Sandbox, Status},
     error::{Error, Result},
-    spec::{LaunchSpec, SandboxSpec},
+    spec::{LaunchSpec, RestoreSpec, SandboxSpec},
 };
 use arbor_cgroups::{Hierarchy, Limits};
 use arbor_disk::Quotas;
 use arbor_net::Network;
+use checkpoint::SandboxMeta;
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
@@ -58,6 +63,17 @@ pub struct LinuxDriver {
     cgroup_parent: String,
     net: Option<Network>,
     quotas: Option<Arc<Quotas>>,
+    /// CRIU, for checkpoints; `None` where it is not installed.
+    criu: Option<PathBuf>,
+}
+
+/// How a sandbox's processes come to be.
+#[derive(Clone, Copy)]
+enum Boot<'a> {
+    /// envd starts afresh.
+    Fresh,
+    /// The processes of a checkpoint are restored.
+    Restore(&'a Checkpoint),
 }
 
 impl LinuxDriver {
@@ -89,6 +105,7 @@ impl LinuxDriver {
             cgroup_parent: CGROUP_PARENT.into(),
             net,
             quotas,
+            criu: criu::find(),
         })
     }
 
@@ -117,11 +134,17 @@ impl LinuxDriver {
         self.net.as_ref()
     }
 
+    /// Where checkpoint `name` is kept (its file system copy in it, as the
+    /// sandbox's directory was): for tools and tests that read it.
+    pub fn checkpoint_path(&self, name: &str) -> PathBuf {
+        self.checkpoint_dir(name)
+    }
+
     fn dir(&self, id: &str) -> PathBuf {
         self.sandboxes.join(id)
     }
 
-    async fn start(&self, spec: &SandboxSpec, dir: &Path) -> Result<Sandbox> {
+    async fn start(&self, spec: &SandboxSpec, dir: &Path, boot: Boot<'_>) -> Result<Sandbox> {
         let limits =
             Limits { cpus: Some(f64::from(spec.vcpus)), memory_mib: Some(spec.memory_mib), pids: Some(spec.pids) };
         let cgroup = self.cgroups.create(&self.cgroup_parent, &spec.id, &limits)?;
@@ -130,22 +153,52 @@ impl LinuxDriver {
             (Some(_), None) => return Err(Error::InvalidSpec("this node has no sandbox networking".into())),
             (None, _) => None,
         };
-        let launch = LaunchSpec {
-            layers: spec.layers.clone(),
-            upper: dir.join("upper"),
-            work: dir.join("work"),
-            rootfs: dir.join("rootfs"),
-            envd: self.envd.clone(),
-            hostname: spec.hostname.clone(),
-            env: spec.env.clone(),
-            access_token: spec.access_token.clone(),
-            cgroup_procs: cgroup.procs_paths(),
-            netns: net.map(|n| n.netns_path(&spec.id)),
-        };
-        for d in [&launch.upper, &launch.work, &launch.rootfs] {
+        let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+        for d in [&upper, &work, &rootfs] {
             std::fs::create_dir_all(d).map_err(Error::io("creating", d))?;
         }
+        let envd = match boot {
+            Boot::Fresh => self.envd.clone(),
+            Boot::Restore(checkpoint) => checkpoint.envd.clone(),
+        };
+        SandboxMeta { layers: spec.layers.clone(), hostname: spec.hostname.clone(), envd: envd.clone() }.write(dir)?;
         let log = dir.join("launch.log");
+        let netns = net.map(|n| n.netns_path(&spec.id));
+        let launched = async {
+            match (boot, &netns) {
+                (Boot::Fresh, _) => {
+                    let launch = LaunchSpec {
+                        layers: spec.layers.clone(),
+                        upper: upper.clone(),
+                        work: work.clone(),
+                        rootfs: rootfs.clone(),
+                        envd,
+                        hostname: spec.hostname.clone(),
+                        env: spec.env.clone(),
+                        access_token: spec.access_token.clone(),
+                        cgroup_procs: cgroup.procs_paths(),
+                        netns: netns.clone(),
+                    };
+                    start::start(&self.launcher, None, &launch, &log).await
+                }
+                (Boot::Restore(checkpoint), Some(netns)) => {
+                    let restore = RestoreSpec {
+                        layers: spec.layers.clone(),
+                        upper: upper.clone(),
+                        work: work.clone(),
+                        rootfs: rootfs.clone(),
+                        images: self.checkpoint_dir(&checkpoint.name).join(checkpoint::IMAGES),
+                        pidfile: dir.join(INIT_PID),
+                        criu: self.criu.clone().ok_or(Error::NoCriu)?,
+                        externals: checkpoint.externals.clone(),
+                        cgroup_procs: cgroup.procs_paths(),
+                        netns: netns.clone(),
+                    };
+                    start::start(&self.launcher, Some("restore"), &restore, &log).await
+                }
+                (Boot::Restore(_), None) => Err(Error::InvalidSpec("a restored sandbox needs a network".into())),
+            }
+        };
         // The launcher starts as soon as the network namespace exists, while
         // its links and rules are built: the two take about as long.
         let (init_pid, host_addr) = match (net, &spec.network) {
@@ -155,17 +208,35 @@ impl LinuxDriver {
                 let launched = async {
                     // No namespace means the network failed first; its error says why.
                     joinable.await.map_err(|_| Error::Launch("no network namespace".into()))?;
-                    start::start(&self.launcher, &launch, &log).await
+                    launched.await
                 };
                 let (network, launched) = tokio::join!(network, launched);
                 let network = network?;
                 (launched?, Some(network.host_addr))
             }
-            _ => (start::start(&self.launcher, &launch, &log).await?, None),
+            _ => (launched.await?, None),
         };
         let pid_file = dir.join(INIT_PID);
         std::fs::write(&pid_file, init_pid.to_string()).map_err(Error::io("writing", &pid_file))?;
+        if let Boot::Restore(checkpoint) = boot {
+            if checkpoint.hostname != spec.hostname {
+                launch::rename_host(init_pid, &upper, &spec.hostname)?;
+            }
+        }
         Ok(Sandbox { id: spec.id.clone(), init_pid, host_addr })
+    }
+
+    /// Starts the sandbox in `dir`; a failure leaves nothing behind.
+    async fn boot(&self, spec: &SandboxSpec, dir: &Path, boot: Boot<'_>) -> Result<Sandbox> {
+        match self.start(spec, dir, boot).await {
+            Ok(sandbox) => Ok(sandbox),
+            Err(e) => {
+                if let Err(cleanup) = self.remove(&spec.id).await {
+                    tracing::error!(id = %spec.id, "cleaning up a failed start: {cleanup}");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The sandbox's directory: a quota-limited subvolume where the node
@@ -253,6 +324,23 @@ fn remove_dir(quotas: Option<&Quotas>, dir: &Path) -> Result<()> {
 /// The file in a sandbox's dir holding its init's host pid.
 const INIT_PID: &str = "init.pid";
 
+/// Refuses a spec no sandbox can be made from.
+fn validate(spec: &SandboxSpec) -> Result<()> {
+    if !valid_id(&spec.id) {
+        return Err(Error::InvalidSpec(format!("id '{}' must be 1-64 of [a-z0-9-]", spec.id)));
+    }
+    if spec.layers.is_empty() {
+        return Err(Error::InvalidSpec("at least one layer is required".into()));
+    }
+    if !(1..=8).contains(&spec.vcpus) {
+        return Err(Error::InvalidSpec(format!("vcpus must be 1..=8, got {}", spec.vcpus)));
+    }
+    if spec.memory_mib < 16 {
+        return Err(Error::InvalidSpec(format!("memory must be at least 16 MiB, got {}", spec.memory_mib)));
+    }
+    Ok(())
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
@@ -260,29 +348,65 @@ fn valid_id(id: &str) -> bool {
 #[async_trait::async_trait]
 impl Driver for LinuxDriver {
     async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox> {
-        if !valid_id(&spec.id) {
-            return Err(Error::InvalidSpec(format!("id '{}' must be 1-64 of [a-z0-9-]", spec.id)));
-        }
-        if spec.layers.is_empty() {
-            return Err(Error::InvalidSpec("at least one layer is required".into()));
-        }
-        if !(1..=8).contains(&spec.vcpus) {
-            return Err(Error::InvalidSpec(format!("vcpus must be 1..=8, got {}", spec.vcpus)));
-        }
-        if spec.memory_mib < 16 {
-            return Err(Error::InvalidSpec(format!("memory must be at least 16 MiB, got {}", spec.memory_mib)));
-        }
+        validate(spec)?;
         let dir = self.dir(&spec.id);
         self.make_dir(spec, &dir)?;
-        match self.start(spec, &dir).await {
-            Ok(sandbox) => Ok(sandbox),
-            Err(e) => {
-                if let Err(cleanup) = self.remove(&spec.id).await {
-                    tracing::error!(id = %spec.id, "cleaning up a failed create: {cleanup}");
-                }
-                Err(e)
-            }
+        self.boot(spec, &dir, Boot::Fresh).await
+    }
+
+    async fn checkpoint(&self, id: &str, name: &str, after: After) -> Result<Checkpoint> {
+        self.take_checkpoint(id, name, after).await
+    }
+
+    async fn restore(&self, spec: &SandboxSpec, name: &str) -> Result<Sandbox> {
+        validate(spec)?;
+        let checkpoint = self.load_checkpoint(name)?;
+        if spec.layers != checkpoint.layers {
+            return Err(Error::InvalidSpec(format!("checkpoint {name} needs the layers it was taken on")));
         }
+        let dir = self.dir(&spec.id);
+        if dir.exists() {
+            return Err(Error::AlreadyExists(spec.id.clone()));
+        }
+        let limit = match (&self.quotas, spec.disk_mib) {
+            (Some(_), mib) => Some(mib.map_or(u64::MAX, |m| m.saturating_mul(1 << 20))),
+            (None, Some(_)) => return Err(Error::InvalidSpec("this node has no disk limits".into())),
+            (None, None) => None,
+        };
+        let (src, dst, quotas) = (self.checkpoint_dir(name), dir.clone(), self.quotas.clone());
+        let copied = tokio::task::spawn_blocking(move || -> Result<()> {
+            checkpoint::copy_dir(quotas.as_deref(), &src, &dst, limit)?;
+            // The copy is the sandbox's file system; the images stay with the
+            // checkpoint, and CRIU writes the new init's pid.
+            for path in [dst.join(checkpoint::IMAGES), dst.join("checkpoint.json"), dst.join(INIT_PID)] {
+                let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                removed.map_err(Error::io("removing", &path))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Task("copying a checkpoint", e.to_string()))?;
+        if let Err(e) = copied {
+            let _ = remove_dir(self.quotas.as_deref(), &dir);
+            return Err(e);
+        }
+        self.boot(spec, &dir, Boot::Restore(&checkpoint)).await
+    }
+
+    async fn checkpoint_info(&self, name: &str) -> Result<Checkpoint> {
+        self.load_checkpoint(name)
+    }
+
+    async fn copy_checkpoint(&self, from: &str, to: &str) -> Result<Checkpoint> {
+        self.copy_checkpoint_impl(from, to).await
+    }
+
+    async fn remove_checkpoint(&self, name: &str) -> Result<()> {
+        self.remove_checkpoint_impl(name).await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<String>> {
+        self.checkpoint_names(true)
     }
 
     async fn destroy(&self, id: &str) -> Result<()> {

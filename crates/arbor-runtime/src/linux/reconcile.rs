@@ -27,6 +27,12 @@ pub async fn run(driver: &LinuxDriver, keep: &HashSet<String>) -> Result<Vec<Str
             }
         }
     }
+    // Checkpoints a crash interrupted: never complete, never used.
+    for name in driver.checkpoint_names(false)? {
+        if let Err(e) = driver.remove_checkpoint(&name).await {
+            tracing::warn!(%name, "reconcile: {e}");
+        }
+    }
     // Whatever carried no id we could read: cgroups with odd names, veths
     // and rules of namespaces that were never pinned.
     let stale = driver.cgroups.cleanup_stale(&driver.cgroup_parent, keep);

@@ -1,19 +1,17 @@
-//! The host side of a launch: run `arbor-launch` with the spec on stdin and
-//! read envd's pid from its stdout once envd listens.
+//! The host side of a launch or a restore: run `arbor-launch` with the spec
+//! on stdin and read envd's pid from its stdout once envd listens.
 
-use crate::{
-    error::{Error, Result},
-    spec::LaunchSpec,
-};
+use crate::error::{Error, Result};
 use std::{path::Path, process::Stdio};
 use tokio::io::AsyncWriteExt;
 
-/// Starts the sandbox described by `spec`; launch errors are written to `log`
+/// Runs `arbor-launch [mode]` with `spec`; its errors are written to `log`
 /// and returned.
-pub async fn start(launcher: &Path, spec: &LaunchSpec, log: &Path) -> Result<u32> {
+pub async fn start<T: serde::Serialize>(launcher: &Path, mode: Option<&str>, spec: &T, log: &Path) -> Result<u32> {
     let log_file = std::fs::File::create(log).map_err(Error::io("creating", log))?;
     let json = serde_json::to_vec(spec).map_err(|e| Error::InvalidSpec(e.to_string()))?;
     let mut child = tokio::process::Command::new(launcher)
+        .args(mode)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log_file)

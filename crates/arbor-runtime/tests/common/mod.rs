@@ -80,6 +80,15 @@ pub async fn driver_with_disk(dir: &Path) -> LinuxDriver {
     build_driver(dir, false, Some(disk)).await
 }
 
+/// A driver with networking and, if asked, disk limits (an image in `dir`),
+/// under a cgroup parent of its own so that its reconcile never touches
+/// another test's sandboxes. Call `decommission` at the end.
+pub async fn driver_full(dir: &Path, network: bool, disk: bool) -> LinuxDriver {
+    let disk = disk.then(|| arbor_disk::Config { image: Some(dir.join("sandboxes.img")), image_size: 1 << 30 });
+    let parent = format!("arbor-test-{}", dir.file_name().unwrap().to_string_lossy().to_lowercase());
+    build_driver(dir, network, disk).await.with_cgroup_parent(&parent)
+}
+
 async fn build_driver(dir: &Path, network: bool, disk: Option<arbor_disk::Config>) -> LinuxDriver {
     let network = network.then(|| arbor_net::Config { netns_dir: dir.join("netns"), ..arbor_net::Config::default() });
     LinuxDriver::new(Config {

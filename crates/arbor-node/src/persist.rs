@@ -1,0 +1,102 @@
+//! Pause, resume, snapshots and clones on this node: checkpoints through
+//! the runtime driver, and the envd hand-over a restored sandbox needs.
+
+use crate::{
+    error::{Error, Result},
+    node::{hostname, Node, StartSpec, Started, PIDS_LIMIT},
+};
+use arbor_runtime::{After, Checkpoint, Driver, SandboxSpec};
+use http_body_util::{BodyExt, Full};
+use std::{net::Ipv4Addr, time::Duration};
+
+/// envd's port inside every sandbox.
+const ENVD_PORT: u16 = 49983;
+/// How long a restored envd gets to take its new settings.
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Node {
+    /// Saves sandbox `id` as checkpoint `name` and stops it: a pause. The
+    /// sandbox then uses no CPU or memory; [`Node::restore`] brings it back.
+    pub async fn pause(&self, id: &str, name: &str) -> Result<Checkpoint> {
+        Ok(self.driver.checkpoint(id, name, After::Stop).await?)
+    }
+
+    /// Saves running sandbox `id` as checkpoint `name`; it runs on.
+    pub async fn snapshot(&self, id: &str, name: &str) -> Result<Checkpoint> {
+        Ok(self.driver.checkpoint(id, name, After::Continue).await?)
+    }
+
+    /// Copies checkpoint `from` as `to` (a snapshot of a paused sandbox).
+    pub async fn copy_checkpoint(&self, from: &str, to: &str) -> Result<Checkpoint> {
+        Ok(self.driver.copy_checkpoint(from, to).await?)
+    }
+
+    /// Deletes checkpoint `name`.
+    pub async fn remove_checkpoint(&self, name: &str) -> Result<()> {
+        Ok(self.driver.remove_checkpoint(name).await?)
+    }
+
+    /// Names of the checkpoints on this node.
+    pub async fn checkpoints(&self) -> Result<Vec<String>> {
+        Ok(self.driver.checkpoints().await?)
+    }
+
+    /// Starts sandbox `spec.id` from checkpoint `name` with its processes
+    /// as saved. A sandbox restored under a new id or token (a clone, or one
+    /// made from a snapshot) gets its own hostname, and envd gets the new
+    /// token from `saved_token`, the one the processes were saved with.
+    pub async fn restore(&self, name: &str, spec: StartSpec, saved_token: &str) -> Result<Started> {
+        let checkpoint = self.driver.checkpoint_info(name).await?;
+        let token = spec.access_token.clone();
+        let sandbox = SandboxSpec {
+            hostname: hostname(&spec.id),
+            id: spec.id,
+            layers: checkpoint.layers,
+            env: spec.env_vars,
+            access_token: Some(spec.access_token),
+            vcpus: spec.cpu_count,
+            memory_mib: spec.memory_mb,
+            pids: PIDS_LIMIT,
+            disk_mib: self.disk_limits.then_some(spec.disk_mb),
+            network: Some(spec.policy),
+        };
+        let restored = self.driver.restore(&sandbox, name).await?;
+        let host_addr = restored
+            .host_addr
+            .ok_or_else(|| Error::Invalid(format!("sandbox {} restored without a network", restored.id)))?;
+        if token != saved_token {
+            let body = serde_json::json!({ "accessToken": token }).to_string();
+            if let Err(e) = init_envd(host_addr, saved_token, body).await {
+                let _ = self.driver.destroy(&restored.id).await;
+                return Err(e);
+            }
+        }
+        Ok(Started { host_addr, init_pid: restored.init_pid })
+    }
+}
+
+/// `POST /init` to the envd at `addr`, authenticated with `token`.
+async fn init_envd(addr: Ipv4Addr, token: &str, body: String) -> Result<()> {
+    let fail = |e: String| Error::Invalid(format!("handing the restored envd its settings: {e}"));
+    let call = async {
+        let stream = tokio::net::TcpStream::connect((addr, ENVD_PORT)).await.map_err(|e| fail(e.to_string()))?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|e| fail(e.to_string()))?;
+        tokio::spawn(conn);
+        let req = http::Request::post("/init")
+            .header(http::header::HOST, "envd")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("X-Access-Token", token)
+            .body(Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| fail(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(|e| fail(e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            return Err(fail(format!("{status}: {}", String::from_utf8_lossy(&text))));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(INIT_TIMEOUT, call).await.map_err(|_| fail("timed out".into()))?
+}

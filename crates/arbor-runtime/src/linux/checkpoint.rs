@@ -1,0 +1,222 @@
+//! Checkpoints of Linux sandboxes on disk, and taking them.
+//!
+//! A checkpoint is a directory `<data>/sandboxes/.ckpt-<name>`: a copy of
+//! the sandbox's directory (upper and work dir; on a node with disk limits a
+//! btrfs snapshot of its subvolume, so O(1) and sharing every block), CRIU's
+//! images in `images/`, and `checkpoint.json`, written last: a directory
+//! without it is a checkpoint that never completed and is swept away.
+//!
+//! The file system copy and the memory dump are taken in one freeze of the
+//! sandbox's cgroup, so the files are never ahead of (or behind) the memory.
+
+use super::{criu, LinuxDriver};
+use crate::{
+    checkpoint::{After, Checkpoint},
+    error::{Error, Result},
+};
+use arbor_disk::Quotas;
+use serde::{Deserialize, Serialize};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+const PREFIX: &str = ".ckpt-";
+const META: &str = "checkpoint.json";
+pub(super) const IMAGES: &str = "images";
+/// What a sandbox was made of, kept in its directory for its checkpoints.
+pub(super) const SANDBOX_META: &str = "sandbox.json";
+
+/// The part of a sandbox's spec its checkpoints need.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct SandboxMeta {
+    pub layers: Vec<PathBuf>,
+    pub hostname: String,
+    pub envd: PathBuf,
+}
+
+impl SandboxMeta {
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_json(&dir.join(SANDBOX_META), self)
+    }
+
+    fn read(dir: &Path) -> Result<Self> {
+        read_json(&dir.join(SANDBOX_META))
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| Error::Checkpoint(e.to_string()))?;
+    // Written aside and renamed: the file is whole or absent.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json).map_err(Error::io("writing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io("renaming", &tmp))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Copies the directory `src` (a sandbox's or a checkpoint's) to `dst`,
+/// limited to `limit` bytes where the node limits disks.
+pub(super) fn copy_dir(quotas: Option<&Quotas>, src: &Path, dst: &Path, limit: Option<u64>) -> Result<()> {
+    if let Some(quotas) = quotas {
+        match quotas.snapshot(src, dst, limit) {
+            Err(arbor_disk::Error::NotLimited(_)) => {}
+            other => return other.map(drop).map_err(Into::into),
+        }
+    }
+    // A plain directory: a copy that shares data blocks where the file
+    // system can (reflinks), file by file.
+    let out = Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(src)
+        .arg(dst)
+        .output()
+        .map_err(Error::io("running cp for", dst))?;
+    if !out.status.success() {
+        let _ = super::remove_dir(quotas, dst);
+        return Err(Error::Checkpoint(format!("copying {}: {}", src.display(), String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(())
+}
+
+impl LinuxDriver {
+    /// Where checkpoint `name` lives.
+    pub(super) fn checkpoint_dir(&self, name: &str) -> PathBuf {
+        self.sandboxes.join(format!("{PREFIX}{name}"))
+    }
+
+    /// The complete checkpoint `name`.
+    pub(super) fn load_checkpoint(&self, name: &str) -> Result<Checkpoint> {
+        let dir = self.checkpoint_dir(name);
+        if !super::valid_id(name) || !dir.join(META).is_file() {
+            return Err(Error::NotFound(format!("checkpoint {name}")));
+        }
+        read_json(&dir.join(META))
+    }
+
+    /// Names of the checkpoints on disk; `complete` false lists the ones
+    /// that never completed instead.
+    pub(super) fn checkpoint_names(&self, complete: bool) -> Result<Vec<String>> {
+        let entries = std::fs::read_dir(&self.sandboxes).map_err(Error::io("listing", &self.sandboxes))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix(PREFIX)).map(str::to_string))
+            .filter(|n| super::valid_id(n) && self.checkpoint_dir(n).join(META).is_file() == complete)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Takes checkpoint `name` of sandbox `id` (see [`crate::Driver::checkpoint`]).
+    pub(super) async fn take_checkpoint(&self, id: &str, name: &str, after: After) -> Result<Checkpoint> {
+        let criu = self.criu.clone().ok_or(Error::NoCriu)?;
+        if !super::valid_id(name) {
+            return Err(Error::InvalidSpec(format!("checkpoint name '{name}' must be 1-64 of [a-z0-9-]")));
+        }
+        let dir = self.dir(id);
+        let init_pid = match self.init_pid(id) {
+            Some(pid) if super::valid_id(id) && super::reap::alive(pid) => pid,
+            _ => return Err(Error::NotFound(id.to_string())),
+        };
+        let ckpt = self.checkpoint_dir(name);
+        if ckpt.exists() {
+            return Err(Error::AlreadyExists(format!("checkpoint {name}")));
+        }
+        let meta = SandboxMeta::read(&dir)?;
+        let cgroup = self.cgroups.open(&self.cgroup_parent, id)?;
+        let freezer = cgroup.freezer_dir()?.to_path_buf();
+        let externals = criu::external_mounts(init_pid)?;
+        let (name_owned, ckpt_owned) = (name.to_string(), ckpt.clone());
+        let quotas = self.quotas.clone();
+        let taken = tokio::task::spawn_blocking(move || -> Result<Checkpoint> {
+            let started = Instant::now();
+            cgroup.freeze()?;
+            let dumped = (|| {
+                copy_dir(quotas.as_deref(), &dir, &ckpt_owned, None)?;
+                let images = ckpt_owned.join(IMAGES);
+                std::fs::create_dir(&images).map_err(Error::io("creating", &images))?;
+                let args = criu::dump_args(init_pid, &images, &freezer, &externals, after == After::Continue)?;
+                let out = Command::new(&criu).args(args).output().map_err(Error::io("running", &criu))?;
+                if !out.status.success() {
+                    let log = criu::log_tail(&images.join("dump.log"));
+                    return Err(Error::Checkpoint(format!("criu dump {}: {log}", out.status)));
+                }
+                Ok(criu::images_size(&images))
+            })();
+            // CRIU leaves the freezer as it found it. A failed pause leaves
+            // the sandbox running, as a failed snapshot does.
+            let thawed = if after == After::Continue || dumped.is_err() { cgroup.thaw() } else { Ok(()) };
+            let stopped_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let image_bytes = match dumped.and_then(|b| thawed.map(|()| b).map_err(Into::into)) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = super::remove_dir(quotas.as_deref(), &ckpt_owned);
+                    return Err(e);
+                }
+            };
+            let checkpoint = Checkpoint {
+                name: name_owned,
+                layers: meta.layers,
+                hostname: meta.hostname,
+                envd: meta.envd,
+                externals: externals.into_iter().map(|e| e.mount).collect(),
+                image_bytes,
+                created_ms: now_ms(),
+                stopped_ms,
+            };
+            write_json(&ckpt_owned.join(META), &checkpoint)?;
+            Ok(checkpoint)
+        })
+        .await
+        .map_err(|e| Error::Task("checkpointing", e.to_string()))??;
+        if after == After::Stop {
+            self.remove(id).await?;
+        }
+        Ok(taken)
+    }
+
+    /// Copies checkpoint `from` to a new checkpoint `to` (O(1) where the node
+    /// limits disks): a clone of a paused sandbox keeps its own.
+    pub(super) async fn copy_checkpoint_impl(&self, from: &str, to: &str) -> Result<Checkpoint> {
+        let mut checkpoint = self.load_checkpoint(from)?;
+        if !super::valid_id(to) {
+            return Err(Error::InvalidSpec(format!("checkpoint name '{to}' must be 1-64 of [a-z0-9-]")));
+        }
+        let (src, dst) = (self.checkpoint_dir(from), self.checkpoint_dir(to));
+        if dst.exists() {
+            return Err(Error::AlreadyExists(format!("checkpoint {to}")));
+        }
+        checkpoint.name = to.to_string();
+        let quotas = self.quotas.clone();
+        tokio::task::spawn_blocking(move || {
+            copy_dir(quotas.as_deref(), &src, &dst, None)?;
+            let written = write_json(&dst.join(META), &checkpoint);
+            if written.is_err() {
+                let _ = super::remove_dir(quotas.as_deref(), &dst);
+            }
+            written.map(|()| checkpoint)
+        })
+        .await
+        .map_err(|e| Error::Task("copying a checkpoint", e.to_string()))?
+    }
+
+    /// Deletes checkpoint `name`, complete or not.
+    pub(super) async fn remove_checkpoint_impl(&self, name: &str) -> Result<()> {
+        let dir = self.checkpoint_dir(name);
+        if !super::valid_id(name) || !dir.exists() {
+            return Err(Error::NotFound(format!("checkpoint {name}")));
+        }
+        let quotas = self.quotas.clone();
+        tokio::task::spawn_blocking(move || super::remove_dir(quotas.as_deref(), &dir))
+            .await
+            .map_err(|e| Error::Task("removing a checkpoint", e.to_string()))?
+    }
+}
