@@ -13,6 +13,7 @@
 //! dirs and cgroup parent; it removes its leftovers (also a killed run's)
 //! when it starts and when it ends, Ctrl-C included.
 
+mod arbor;
 mod envd;
 mod mem;
 mod report;
@@ -68,6 +69,9 @@ pub struct Args {
     /// Skip the runc side.
     #[arg(long)]
     no_runc: bool,
+    /// Skip the Arbor side.
+    #[arg(long)]
+    no_arbor: bool,
     /// Do not apt-get install runc when it is missing.
     #[arg(long)]
     no_install: bool,
@@ -86,6 +90,9 @@ pub struct Args {
     /// The static arbor-envd.
     #[arg(long, env = "ARBOR_ENVD_BIN")]
     envd: Option<PathBuf>,
+    /// arbor-launch (default: next to this program).
+    #[arg(long)]
+    launcher: Option<PathBuf>,
 }
 
 impl Args {
@@ -193,6 +200,63 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
+/// The Arbor series, size by size, into `report`; always cleans up.
+async fn arbor_side(
+    args: &Args,
+    layers: Vec<PathBuf>,
+    envd: PathBuf,
+    launcher: PathBuf,
+    stop: &AtomicBool,
+    report: &mut report::Report,
+) -> anyhow::Result<()> {
+    let d = arbor::driver(args.data_dir.join("arbor"), envd, launcher).await?;
+    let found = arbor::cleanup(&d).await?;
+    if found > 0 {
+        eprintln!("removed {found} leftovers of an earlier run");
+    }
+    let setup = arbor::Setup { layers };
+    let mut outcome = Ok(());
+    for &size in &args.sizes {
+        let p = args.plan(size);
+        eprintln!("arbor: {size} MiB: {} pause/resume runs, {} clone runs", p.runs, p.clone_runs);
+        let work = arbor::series(&d, &setup, &p, stop);
+        let r = tokio::select! {
+            r = work => r,
+            () = wait_stop(stop) => Err(anyhow::anyhow!("interrupted")),
+        };
+        match r {
+            Ok(r) => {
+                report.arbor.insert(size, r);
+            }
+            Err(e) => {
+                outcome = Err(e.context(format!("at {size} MiB")));
+                break;
+            }
+        }
+    }
+    let cleaned = arbor::cleanup(&d).await;
+    drop(d);
+    let net = arbor::net_config()?;
+    // The table and pin dir are the benchmark's own; an empty table left
+    // behind would still be a leak.
+    let _ = Command::new(&net.nft).args(["delete", "table", "inet", &net.table]).status();
+    let _ = std::fs::remove_dir(&net.netns_dir);
+    if let Some(parent) = net.netns_dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir(ctrl.path().join("arbor-bench-ckpt"));
+    }
+    cleaned.context("final cleanup")?;
+    outcome
+}
+
+async fn wait_stop(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let layers = template_layers(&args.arbor_dir, &args.template)?;
     let envd = args.envd.clone().context("--envd or ARBOR_ENVD_BIN: the static arbor-envd")?;
@@ -243,6 +307,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let cleaned = rc.cleanup().and_then(|()| rc.remove());
         if let Err(e) = cleaned {
             report.notes.push(format!("runc cleanup: {e:#}"));
+        }
+    }
+
+    if !args.no_arbor && !stop.load(Ordering::Relaxed) {
+        let launcher = match &args.launcher {
+            Some(l) => l.clone(),
+            None => std::env::current_exe()?.with_file_name("arbor-launch"),
+        };
+        let arbor = arbor_side(&args, layers, envd, launcher, &stop, &mut report).await;
+        if let Err(e) = arbor {
+            report.notes.push(format!("Arbor: {e:#}"));
+            outcome = outcome.and(Err(e));
         }
     }
 

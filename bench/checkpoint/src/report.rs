@@ -168,7 +168,9 @@ impl Report {
                 mem_ratio(r.mem_one, r.mem_many, |u| u.pss),
                 mem_ratio(a.mem_one, a.mem_many, |u| u.pss)
             );
-            let drop = |x: &SizeResult| x.avail_drop_many.map_or_else(|| "–".into(), |b| mib(b.max(0) as u64));
+            let drop = |x: &SizeResult| {
+                x.avail_drop_many.map_or_else(|| "–".into(), |b| format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)))
+            };
             let _ = writeln!(
                 o,
                 "| {} | host `MemAvailable` drop for the {} clones | | {} | | {} | | | |",

@@ -19,14 +19,17 @@ use anyhow::{bail, Context};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde_json::json;
 use std::{
+    os::fd::{AsRawFd, FromRawFd},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
 /// The cgroup (in every controller) that holds the containers' cgroups.
 const CGROUP_PARENT: &str = "arbor-bench-runc";
+/// How long one runc command may take (a 1 GiB restore needs a few seconds).
+const RUNC_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long envd in a fresh container gets to listen.
 const UP_WITHIN: Duration = Duration::from_secs(30);
 
@@ -38,6 +41,8 @@ pub struct Runc {
     envd: PathBuf,
     criu: PathBuf,
     spec: serde_json::Value,
+    /// Numbers the stderr files of concurrent runc calls.
+    calls: AtomicUsize,
 }
 
 /// A running container.
@@ -66,7 +71,7 @@ impl Runc {
         // over RPC (`org.criu.config`); CRIU reads CRIU_CONFIG_FILE itself.
         std::fs::write(dir.join("criu.conf"), "network-lock skip\n")?;
         let envd = envd.canonicalize().with_context(|| format!("finding {}", envd.display()))?;
-        Ok(Self { dir, layers, envd, criu, spec })
+        Ok(Self { dir, layers, envd, criu, spec, calls: AtomicUsize::new(0) })
     }
 
     fn runc(&self) -> Command {
@@ -77,21 +82,55 @@ impl Runc {
         c
     }
 
-    /// Runs `runc <args>`; fails with its stderr.
+    /// Runs `runc <args> <extra>`; fails with runc's log. The log goes to a
+    /// file of runc's own (`--log`) and stdio is `/dev/null`: a container
+    /// started with `--detach` inherits runc's stdio, which must neither be a
+    /// pipe (held open while it runs) nor a host file (CRIU cannot dump a
+    /// descriptor of a file outside the container).
     fn runc_ok(&self, args: &[&str], extra: &[&Path]) -> anyhow::Result<()> {
-        let out = self.runc().args(args).args(extra).stderr(Stdio::piped()).output()?;
-        if !out.status.success() {
-            bail!("runc {}: {}: {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let log_path = self.dir.join(format!("runc-{n}.log"));
+        let mut child = self
+            .runc()
+            .arg("--log")
+            .arg(&log_path)
+            .args(args)
+            .args(extra)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting runc")?;
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if start.elapsed() > RUNC_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("runc {} did not finish within {RUNC_TIMEOUT:?}", args.join(" "));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        let stderr = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&log_path);
+        if !status.success() {
+            bail!("runc {}: {status}: {}", args.join(" "), stderr.trim());
         }
         Ok(())
     }
 
-    /// The spec of one container: the template's root, envd bind-mounted
+    /// The spec of one container: its own network namespace prepared by the
+    /// benchmark (see [`new_netns`]), the template's root, envd bind-mounted
     /// read-only where Arbor puts it as PID 1, the capabilities a process
     /// supervisor needs (Docker's default set), a memory limit the filler
     /// fits in, and a cgroup of our own.
-    fn config(&self, id: &str, size_mib: u64) -> anyhow::Result<Vec<u8>> {
+    fn config(&self, id: &str, size_mib: u64, netns: &Path) -> anyhow::Result<Vec<u8>> {
         let mut c = self.spec.clone();
+        if let Some(ns) = c["linux"]["namespaces"].as_array_mut() {
+            for n in ns.iter_mut().filter(|n| n["type"] == "network") {
+                n["path"] = json!(netns);
+            }
+        }
         c["root"] = json!({"path": "rootfs", "readonly": false});
         c["hostname"] = json!("runc-bench");
         c["process"]["terminal"] = json!(false);
@@ -126,8 +165,8 @@ impl Runc {
         Ok(serde_json::to_vec_pretty(&c)?)
     }
 
-    /// A bundle with a freshly mounted overlay root; its upper dir starts as
-    /// a copy of `upper_from` (a clone) or empty.
+    /// A bundle with a freshly mounted overlay root and a new network
+    /// namespace; its upper dir starts as a copy of `upper_from` (a clone) or empty.
     fn bundle(&self, id: &str, size_mib: u64, upper_from: Option<&Path>) -> anyhow::Result<PathBuf> {
         let b = self.dir.join("bundles").join(id);
         for d in ["work", "rootfs"] {
@@ -151,14 +190,17 @@ impl Runc {
         );
         mount(Some("overlay"), &b.join("rootfs"), Some("overlay"), MsFlags::empty(), Some(data.as_str()))
             .context("mounting the overlay")?;
-        std::fs::write(b.join("config.json"), self.config(id, size_mib)?)?;
+        new_netns(&b.join("netns"))?;
+        std::fs::write(b.join("config.json"), self.config(id, size_mib, &b.join("netns"))?)?;
         Ok(b)
     }
 
     fn remove_bundle(b: &Path) -> anyhow::Result<()> {
-        match umount2(&b.join("rootfs"), MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => bail!("unmounting {}: {e}", b.display()),
+        for m in ["rootfs", "netns"] {
+            match umount2(&b.join(m), MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => bail!("unmounting {}/{m}: {e}", b.display()),
+            }
         }
         std::fs::remove_dir_all(b).with_context(|| format!("removing {}", b.display()))
     }
@@ -419,6 +461,57 @@ impl Runc {
             _ => Ok(()),
         }
     }
+}
+
+/// A new network namespace with `lo` up, pinned by a bind mount at `pin`.
+///
+/// The container joins it (its spec names the path), so runc declares it
+/// external to CRIU and hands it back on restore, as Arbor does with the
+/// namespaces of its network layer. Left to runc, the namespace would be
+/// created empty on restore: runc sets CRIU's `--empty-ns net` and does not
+/// bring `lo` up again (checkpoint-restore/criu#590), so nothing inside
+/// would answer on 127.0.0.1.
+fn new_netns(pin: &Path) -> anyhow::Result<()> {
+    std::fs::File::create(pin).with_context(|| format!("creating {}", pin.display()))?;
+    let pin = pin.to_path_buf();
+    // A thread of its own: unshare(CLONE_NEWNET) changes only the calling
+    // thread, which ends right after.
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare(net)")?;
+        lo_up()?;
+        mount(Some("/proc/thread-self/ns/net"), &pin, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .with_context(|| format!("pinning the netns at {}", pin.display()))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the netns thread panicked"))?
+}
+
+/// Sets `lo` up in the calling thread's network namespace.
+fn lo_up() -> anyhow::Result<()> {
+    // SAFETY: a plain socket(2) call; the descriptor is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket");
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write an ifreq, which
+    // ifr is, on a valid socket; the flags member is the one they use.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(std::io::Error::last_os_error()).context("SIOCGIFFLAGS lo");
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(std::io::Error::last_os_error()).context("SIOCSIFFLAGS lo");
+        }
+    }
+    Ok(())
 }
 
 fn read_pid(file: &Path) -> anyhow::Result<u32> {
