@@ -5,6 +5,7 @@ use crate::{
     auth::KeyCache,
     config::ApiConfig,
     error::{ApiError, ApiResult},
+    locks::Locks,
     registry::{Live, Registry},
 };
 use arbor_node::{Node, StartSpec, Template};
@@ -32,8 +33,30 @@ pub struct App {
     pub registry: Registry,
     /// Recently verified API keys.
     pub keys: KeyCache,
+    /// One operation at a time per sandbox (and per snapshot).
+    pub locks: Locks,
     /// The last CPU reading per sandbox, for usage between samples.
     cpu: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+/// What a new sandbox starts from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A template's file system, with envd started afresh.
+    Template(Template),
+    /// A checkpoint (a snapshot, or a paused sandbox's own), with its
+    /// processes as saved.
+    Checkpoint {
+        /// The checkpoint's name on the node.
+        name: String,
+        /// The envd access token the saved processes hold.
+        saved_token: String,
+    },
+}
+
+/// The name of the checkpoint that holds paused sandbox `id`.
+pub fn pause_checkpoint(id: &str) -> String {
+    format!("pause-{id}")
 }
 
 /// Unix time in milliseconds, as the store keeps times.
@@ -54,15 +77,16 @@ impl App {
             node,
             registry: Registry::default(),
             keys: KeyCache::default(),
+            locks: Locks::default(),
             cpu: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Starts `record` (already in the store) on the node; on failure the
-    /// record is removed again.
+    /// Starts `record` (already in the store) on the node from `source`; on
+    /// failure the record is removed again.
     pub async fn start(
         self: &Arc<Self>,
-        template: Template,
+        source: Source,
         mut record: SandboxRecord,
         spec: StartSpec,
     ) -> ApiResult<SandboxRecord> {
@@ -70,13 +94,20 @@ impl App {
         // cancel it half-way; what it started is then either running or undone.
         let app = Arc::clone(self);
         let task = tokio::spawn(async move {
-            match app.node.start(&template, spec).await {
+            let started = match &source {
+                Source::Template(template) => app.node.start(template, spec).await,
+                Source::Checkpoint { name, saved_token } => app.node.restore(name, spec, saved_token).await,
+            };
+            match started {
                 Ok(started) => {
                     record.host_addr = Some(started.host_addr.to_string());
                     record.init_pid = Some(started.init_pid);
-                    app.store.update_sandbox(&record).await?;
-                    let addr = SocketAddr::from((started.host_addr, ENVD_PORT));
-                    app.registry.insert(&record.id, Live { addr, token: record.envd_token.clone() });
+                    if let Err(e) = app.store.update_sandbox(&record).await {
+                        let _ = app.node.stop(&record.id).await;
+                        let _ = app.store.delete_sandbox(&record.id).await;
+                        return Err(e.into());
+                    }
+                    app.register(&record);
                     app.sample(&record).await;
                     Ok(record)
                 }
@@ -91,15 +122,36 @@ impl App {
         task.await.map_err(|e| ApiError::internal("starting the sandbox", e))?
     }
 
-    /// Kills a sandbox and forgets it; its metrics stay until pruned.
+    /// Makes a running sandbox reachable through the proxy. Each
+    /// registration is a new generation: connections pooled to an earlier
+    /// envd of the same id (before a pause) are never reused.
+    pub fn register(&self, record: &SandboxRecord) {
+        let Some(addr) = record.host_addr.as_deref().and_then(|a| a.parse::<std::net::Ipv4Addr>().ok()) else {
+            tracing::error!(id = %record.id, "a running sandbox without an address");
+            return;
+        };
+        let generation = u64::try_from(now_ms()).unwrap_or(0);
+        let live = Live { addr: SocketAddr::from((addr, ENVD_PORT)), token: record.envd_token.clone(), generation };
+        self.registry.insert(&record.id, live);
+    }
+
+    /// Kills a sandbox (running or paused) and forgets it; its metrics stay
+    /// until pruned.
     pub async fn kill(self: &Arc<Self>, record: SandboxRecord) -> ApiResult<()> {
         let app = Arc::clone(self);
         let task = tokio::spawn(async move {
+            let _op = app.locks.lock(&record.id).await;
             app.registry.remove(&record.id);
-            app.sample(&record).await;
+            if record.state == arbor_store::State::Running {
+                app.sample(&record).await;
+            }
             match app.node.stop(&record.id).await {
                 Ok(()) | Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
                 Err(e) => tracing::error!(id = %record.id, "stopping: {e}"),
+            }
+            match app.node.remove_checkpoint(&pause_checkpoint(&record.id)).await {
+                Ok(()) | Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
+                Err(e) => tracing::error!(id = %record.id, "removing its pause checkpoint: {e}"),
             }
             app.cpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&record.id);
             app.store.delete_sandbox(&record.id).await?;

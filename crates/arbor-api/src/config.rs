@@ -19,6 +19,13 @@ pub struct ApiConfig {
     pub max_sandboxes: u64,
     /// The node's id in the store.
     pub node_id: String,
+    /// How long a paused sandbox stays resident (frozen, its memory held)
+    /// after its checkpoint is written: a resume within it is a thaw.
+    pub pause_grace: Duration,
+    /// How long a paused sandbox is kept before it is deleted.
+    pub paused_retention: Duration,
+    /// The smallest `idle_timeout` metadata value create accepts.
+    pub min_idle_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -31,6 +38,9 @@ impl Default for ApiConfig {
             metrics_retention: Duration::from_secs(24 * 3600),
             max_sandboxes: 1000,
             node_id: "local".into(),
+            pause_grace: Duration::from_secs(10),
+            paused_retention: Duration::from_secs(30 * 24 * 3600),
+            min_idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -2,11 +2,11 @@
 //! restarted server honours them; the loops only look at the store.
 
 use crate::{
-    app::{now_ms, App, ENVD_PORT},
-    registry::Live,
+    app::{now_ms, pause_checkpoint, App},
+    error::ApiResult,
 };
-use arbor_store::State;
-use std::{collections::HashSet, net::SocketAddr, sync::Arc, time::Duration};
+use arbor_store::{SandboxRecord, SnapshotState, State};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 /// How often deadlines are checked.
 const DEADLINE_TICK: Duration = Duration::from_millis(250);
@@ -15,33 +15,94 @@ const ACTIVITY_FLUSH: Duration = Duration::from_secs(2);
 /// How often old metrics are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// Brings the store and this host into agreement after a (re)start:
-/// running sandboxes whose envd still runs are served again, the rest are
-/// forgotten, and whatever the host holds that the store does not know is
-/// removed. Returns (kept, dropped).
+/// Brings the store and this host into agreement after a (re)start, so
+/// that every sandbox is running or paused, never half:
+/// - a running sandbox whose envd still runs is served again; one that is
+///   gone but whose pause checkpoint completed (a crash mid-pause) is paused;
+///   the rest are forgotten;
+/// - a paused sandbox whose checkpoint is gone is forgotten (a half-made
+///   resume of it on the host is removed with the other strays);
+/// - snapshots that never completed are forgotten;
+/// - whatever the host holds that the store does not know is removed:
+///   sandboxes, and checkpoints no paused sandbox or snapshot owns.
+///
+/// Returns (kept, dropped).
 pub async fn recover(app: &Arc<App>) -> arbor_store::Result<(usize, usize)> {
+    let checkpoints: HashSet<String> = match app.node.checkpoints().await {
+        Ok(names) => names.into_iter().collect(),
+        Err(e) => {
+            tracing::error!("listing checkpoints: {e}");
+            HashSet::new()
+        }
+    };
     let mut keep = HashSet::new();
     let mut dropped = 0;
-    for record in app.store.by_state(State::Running).await? {
+    for mut record in app.store.by_state(State::Running).await? {
         let alive = matches!(app.node.status(&record.id).await, Ok(s) if s.running);
-        let addr = record.host_addr.as_deref().and_then(|a| a.parse::<std::net::Ipv4Addr>().ok());
-        match (alive, addr) {
-            (true, Some(addr)) => {
-                let live = Live { addr: SocketAddr::from((addr, ENVD_PORT)), token: record.envd_token.clone() };
-                app.registry.insert(&record.id, live);
-                keep.insert(record.id.clone());
-            }
-            _ => {
-                tracing::warn!(id = %record.id, "sandbox did not survive the restart; forgetting it");
-                app.store.delete_sandbox(&record.id).await?;
-                dropped += 1;
-            }
+        if alive && record.host_addr.is_some() {
+            app.register(&record);
+            keep.insert(record.id.clone());
+        } else if checkpoints.contains(&pause_checkpoint(&record.id)) {
+            tracing::warn!(id = %record.id, "the server stopped while pausing this sandbox; it is paused");
+            let now = now_ms();
+            record.state = State::Paused;
+            record.paused_at = Some(now);
+            record.end_at = now.saturating_add(i64::try_from(app.cfg.paused_retention.as_millis()).unwrap_or(i64::MAX));
+            record.host_addr = None;
+            record.init_pid = None;
+            app.store.update_sandbox(&record).await?;
+        } else {
+            tracing::warn!(id = %record.id, "sandbox did not survive the restart; forgetting it");
+            app.store.delete_sandbox(&record.id).await?;
+            dropped += 1;
         }
+    }
+    let mut wanted = HashSet::new();
+    for mut record in app.store.by_state(State::Paused).await? {
+        let name = pause_checkpoint(&record.id);
+        let resident = record.host_addr.is_some() && matches!(app.node.status(&record.id).await, Ok(s) if s.running);
+        if checkpoints.contains(&name) {
+            // Released now rather than after the grace period (the
+            // reconcile below removes it from the host).
+            wanted.insert(name);
+            if record.host_addr.is_some() {
+                record.host_addr = None;
+                record.init_pid = None;
+                app.store.update_sandbox(&record).await?;
+            }
+        } else if resident {
+            // Frozen, its checkpoint never written: it runs on (the
+            // reconcile below thaws it).
+            tracing::warn!(id = %record.id, "the server stopped while pausing this sandbox; it runs on");
+            record.state = State::Running;
+            record.paused_at = None;
+            record.end_at = app.deadline(now_ms(), i64::try_from(app.cfg.default_timeout.as_millis()).unwrap_or(0));
+            app.store.update_sandbox(&record).await?;
+            app.register(&record);
+            keep.insert(record.id.clone());
+        } else {
+            tracing::warn!(id = %record.id, "paused sandbox without its checkpoint; forgetting it");
+            app.store.delete_sandbox(&record.id).await?;
+            dropped += 1;
+        }
+    }
+    for snap in app.store.snapshots_in_state(SnapshotState::Creating).await? {
+        tracing::warn!(snapshot = %snap.id, "snapshot interrupted by a restart; forgetting it");
+        app.store.delete_snapshot(&snap.id).await?;
     }
     match app.node.reconcile(&keep).await {
         Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "removed sandboxes the store does not know"),
         Ok(_) => {}
         Err(e) => tracing::error!("reconciling the host: {e}"),
+    }
+    for name in checkpoints.into_iter().filter(|n| !wanted.contains(n)) {
+        let owned = app.store.get_snapshot(&name).await?.is_some_and(|s| s.state == SnapshotState::Ready);
+        if !owned {
+            tracing::info!(%name, "removing a checkpoint nothing owns");
+            if let Err(e) = app.node.remove_checkpoint(&name).await {
+                tracing::error!(%name, "removing a stray checkpoint: {e}");
+            }
+        }
     }
     Ok((keep.len(), dropped))
 }
@@ -67,13 +128,40 @@ async fn deadlines(app: Arc<App>) {
             }
         };
         for record in due {
-            let id = record.id.clone();
-            tracing::info!(%id, "timeout reached");
-            if let Err(e) = app.kill(record).await {
-                tracing::error!(%id, "killing at the deadline: {e}");
+            if let Err(e) = on_deadline(&app, record).await {
+                tracing::error!("at a deadline: {e}");
             }
         }
     }
+}
+
+/// What a due sandbox's deadline means: a paused one has been kept as long
+/// as it may be; a running one idle too long is killed; a running one at its
+/// timeout is paused with auto-pause, killed otherwise.
+async fn on_deadline(app: &Arc<App>, record: SandboxRecord) -> ApiResult<()> {
+    let id = record.id.clone();
+    let now = now_ms();
+    if record.state == State::Running && record.end_at > now {
+        // Due for idleness: unless a request not yet written down says otherwise.
+        let idle_ms = record.idle_timeout_s.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX / 1000) * 1000);
+        if app.registry.pending_activity(&id).is_some_and(|at| at.saturating_add(idle_ms) > now) {
+            return Ok(());
+        }
+        tracing::info!(%id, "idle timeout reached");
+        return app.kill(record).await;
+    }
+    if record.state == State::Running && record.auto_pause {
+        tracing::info!(%id, "timeout reached; pausing");
+        match app.pause(&id).await {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::error!(%id, "auto-pause failed, killing instead: {e}"),
+        }
+    } else if record.state == State::Paused {
+        tracing::info!(%id, "paused sandbox expired");
+    } else {
+        tracing::info!(%id, "timeout reached");
+    }
+    app.kill(record).await
 }
 
 async fn metrics(app: Arc<App>) {

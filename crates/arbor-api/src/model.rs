@@ -242,3 +242,67 @@ pub struct ErrorBody {
     /// What went wrong.
     pub message: String,
 }
+
+/// `POST /sandboxes/{id}/clone`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct CloneRequest {
+    /// How many clones (1 up to the free sandbox quota; default 1).
+    pub count: Option<u64>,
+    /// All or nothing.
+    #[serde(default)]
+    pub strict: bool,
+    /// Lifetime of the clones in seconds (default: the origin's remaining
+    /// time if it runs, 300 if it is paused).
+    pub timeout: Option<i64>,
+}
+
+/// One clone in a clone answer. No `clientID`: the JS SDK would append it
+/// to the id.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClonedSandbox {
+    /// Sandbox id.
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    /// Template of the origin.
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// envd's version.
+    pub envd_version: String,
+    /// Token for envd.
+    pub envd_access_token: String,
+    /// Token for public ports.
+    pub traffic_access_token: Option<String>,
+    /// Domain of public URLs.
+    pub domain: Option<String>,
+}
+
+/// The answer to a clone.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloneResponse {
+    /// The new sandboxes, running.
+    pub sandboxes: Vec<ClonedSandbox>,
+    /// How many.
+    pub count: usize,
+    /// The snapshot they were made from; deletable once the origin and every
+    /// clone are gone.
+    pub snapshot_template_id: String,
+}
+
+/// `POST /sandboxes/{id}/snapshots`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct NewSnapshot {
+    /// A name to list it by (default: its id).
+    pub name: Option<String>,
+}
+
+/// A snapshot, as create and list answer it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SnapshotInfo {
+    /// Usable as `templateID` of create.
+    #[serde(rename = "snapshotID")]
+    pub snapshot_id: String,
+    /// Its names.
+    pub names: Vec<String>,
+}

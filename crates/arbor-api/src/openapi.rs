@@ -18,10 +18,16 @@ use utoipa::OpenApi;
         handlers::metrics::metrics,
         handlers::metrics::quota,
         handlers::network::set_network,
+        handlers::persist::pause,
+        handlers::persist::create_snapshot,
+        handlers::persist::list_snapshots,
+        handlers::persist::delete_template,
+        handlers::persist::clone,
     ),
     components(schemas(
         model::NewSandbox, model::Sandbox, model::SandboxDetail, model::SandboxMetric, model::Quota,
-        model::ErrorBody, model::ConnectSandbox, model::SetTimeout, model::NetworkConfig
+        model::ErrorBody, model::ConnectSandbox, model::SetTimeout, model::NetworkConfig,
+        model::CloneRequest, model::CloneResponse, model::ClonedSandbox, model::NewSnapshot, model::SnapshotInfo
     )),
     modifiers(&ApiKey)
 )]

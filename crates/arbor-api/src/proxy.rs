@@ -1,5 +1,6 @@
 //! Where the envd proxy sends a request: the running sandbox named by its
-//! id header or owning its access token, from the in-memory registry.
+//! id header or owning its access token, from the in-memory registry; a
+//! paused sandbox with auto-resume is resumed first, the request held.
 
 use crate::app::{now_ms, App};
 use arbor_proxy::{Lookup, ProxyError, Resolver, Target};
@@ -7,24 +8,59 @@ use arbor_store::State;
 use axum::http::StatusCode;
 use std::sync::Arc;
 
+/// The deadline of a sandbox a request resumed (auto-resume): 5 minutes.
+const AUTO_RESUME_TIMEOUT_MS: i64 = 300_000;
+
 /// The control plane as the proxy's resolver.
 #[derive(Debug)]
 struct EnvdRoutes {
     app: Arc<App>,
 }
 
+impl EnvdRoutes {
+    fn live(&self, id: &str) -> Option<Target> {
+        self.app.registry.get(id).map(|live| {
+            let mut target = Target::new(id, live.addr);
+            target.generation = live.generation;
+            target
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl Resolver for EnvdRoutes {
     async fn resolve(&self, lookup: Lookup<'_>) -> Result<Target, ProxyError> {
+        let app = &self.app;
         let id = match lookup {
             Lookup::Id(id) => id.to_string(),
-            Lookup::Token(token) => self.app.registry.id_by_token(token).ok_or(ProxyError::UnknownToken)?,
+            Lookup::Token(token) => match app.registry.id_by_token(token) {
+                Some(id) => id,
+                // A paused sandbox is not in the registry.
+                None => match app.store.sandbox_by_token(token).await {
+                    Ok(Some(r)) if r.state == State::Paused => r.id,
+                    _ => return Err(ProxyError::UnknownToken),
+                },
+            },
         };
-        if let Some(live) = self.app.registry.get(&id) {
-            return Ok(Target::new(id, live.addr));
+        if let Some(target) = self.live(&id) {
+            return Ok(target);
         }
-        // Not running here: say why, if the store knows the sandbox.
-        match self.app.store.get_sandbox(&id).await {
+        // Not served right now: wait out a pause or resume in progress.
+        drop(app.locks.lock(&id).await);
+        if let Some(target) = self.live(&id) {
+            return Ok(target);
+        }
+        match app.store.get_sandbox(&id).await {
+            Ok(Some(r)) if r.state == State::Paused && r.auto_resume => {
+                let resumed = app.resume(&id, AUTO_RESUME_TIMEOUT_MS).await;
+                match resumed {
+                    Ok(_) => self.live(&id).ok_or_else(|| ProxyError::NotFound(id.clone())),
+                    Err(e) => Err(ProxyError::Status {
+                        status: e.status,
+                        message: format!("resuming sandbox {id}: {}", e.message),
+                    }),
+                }
+            }
             Ok(Some(r)) if r.state == State::Paused => Err(ProxyError::Status {
                 status: StatusCode::CONFLICT,
                 message: format!("sandbox {id} is paused; connect to resume it"),

@@ -15,6 +15,8 @@ pub struct Live {
     pub addr: SocketAddr,
     /// envd's access token.
     pub token: String,
+    /// Which incarnation of the sandbox's envd this is (see `App::register`).
+    pub generation: u64,
 }
 
 /// The running sandboxes and when each last saw a request.
@@ -75,6 +77,11 @@ impl Registry {
         activity.insert(id.to_string(), now_ms);
     }
 
+    /// The last request to `id` not yet written to the store, if any.
+    pub fn pending_activity(&self, id: &str) -> Option<i64> {
+        self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).copied()
+    }
+
     /// The activity recorded since the last call, to be written to the store.
     pub fn take_activity(&self) -> HashMap<String, i64> {
         std::mem::take(&mut *self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
@@ -91,6 +98,7 @@ mod tests {
         let live = |token: &str| Live {
             addr: "10.0.0.2:49983".parse().unwrap_or_else(|_| unreachable!()),
             token: token.into(),
+            generation: 0,
         };
         r.insert("a", live("t1"));
         r.insert("a", live("t1"));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// `/openapi.json` public. Non-API paths fall through to `fallback` (the
 /// envd proxy).
 pub fn router(app: Arc<App>, fallback: Router) -> Router {
-    use handlers::{list, metrics, network, sandboxes, unsupported};
+    use handlers::{list, metrics, network, persist, sandboxes, unsupported};
     let api = Router::new()
         .route("/sandboxes", get(list::list_v1).post(sandboxes::create))
         .route("/v2/sandboxes", get(list::list_v2))
@@ -22,10 +22,17 @@ pub fn router(app: Arc<App>, fallback: Router) -> Router {
         .route("/sandboxes/{id}/connect", post(sandboxes::connect))
         .route("/sandboxes/{id}/metrics", get(metrics::metrics))
         .route("/sandboxes/{id}/network", put(network::set_network))
+        .route("/sandboxes/{id}/pause", post(persist::pause))
+        .route("/sandboxes/{id}/snapshots", post(persist::create_snapshot))
+        .route("/sandboxes/{id}/clone", post(persist::clone))
         .route("/sandboxes/{id}/{op}", post(unsupported::sandbox_operation).get(unsupported::sandbox_operation))
-        .route("/snapshots", get(unsupported::unknown))
+        .route("/snapshots", get(persist::list_snapshots))
         .route("/templates", get(unsupported::unknown).post(unsupported::unknown))
-        .route("/templates/{*rest}", get(unsupported::unknown).post(unsupported::unknown).delete(unsupported::unknown))
+        .route("/templates/{id}", get(unsupported::unknown).post(unsupported::unknown).delete(persist::delete_template))
+        .route(
+            "/templates/{id}/{*rest}",
+            get(unsupported::unknown).post(unsupported::unknown).delete(unsupported::unknown),
+        )
         .route("/v2/templates", get(unsupported::unknown))
         .route("/v3/templates", post(unsupported::unknown))
         .route("/volumes", get(unsupported::unknown).post(unsupported::unknown))

@@ -40,6 +40,17 @@ pub struct ServerArgs {
     /// Longest sandbox lifetime in seconds; timeouts cannot pass it.
     #[arg(long, env = "ARBOR_MAX_LIFETIME", default_value_t = 3600)]
     pub max_lifetime: u64,
+    /// Seconds a paused sandbox stays resident (frozen) after its checkpoint
+    /// is written; a resume within them is a thaw. 0 releases at once.
+    #[arg(long, env = "ARBOR_PAUSE_GRACE", default_value_t = 10)]
+    pub pause_grace: u64,
+    /// How long a paused sandbox is kept, in seconds (default 30 days); after
+    /// that it is deleted and resuming it answers 404.
+    #[arg(long, env = "ARBOR_PAUSED_RETENTION", default_value_t = 30 * 24 * 3600)]
+    pub paused_retention: u64,
+    /// The smallest `idle_timeout` metadata value create accepts, in seconds.
+    #[arg(long, env = "ARBOR_MIN_IDLE_TIMEOUT", default_value_t = 60)]
+    pub min_idle_timeout: u64,
     /// Most sandboxes running at once.
     #[arg(long, env = "ARBOR_MAX_SANDBOXES", default_value_t = 1000)]
     pub max_sandboxes: u64,
@@ -174,6 +185,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         domain: args.domain.clone(),
         max_lifetime: Duration::from_secs(args.max_lifetime),
         max_sandboxes: args.max_sandboxes,
+        paused_retention: Duration::from_secs(args.paused_retention),
+        pause_grace: Duration::from_secs(args.pause_grace),
+        min_idle_timeout: Duration::from_secs(args.min_idle_timeout),
         ..ApiConfig::default()
     };
     let app = App::new(cfg, store, node);

@@ -43,7 +43,7 @@ mod tests {
     #[test]
     fn same_bytes_same_copy_new_bytes_new_copy() {
         let tmp = tempfile::tempdir().unwrap();
-        let bin = tmp.path().join("envd");
+        let bin = tmp.path().join("arbor-envd");
         std::fs::write(&bin, b"one").unwrap();
         let a = pin(tmp.path(), &bin).unwrap();
         assert_eq!(pin(tmp.path(), &bin).unwrap(), a);

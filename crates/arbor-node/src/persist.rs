@@ -15,10 +15,21 @@ const ENVD_PORT: u16 = 49983;
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Node {
-    /// Saves sandbox `id` as checkpoint `name` and stops it: a pause. The
-    /// sandbox then uses no CPU or memory; [`Node::restore`] brings it back.
-    pub async fn pause(&self, id: &str, name: &str) -> Result<Checkpoint> {
-        Ok(self.driver.checkpoint(id, name, After::Stop).await?)
+    /// Freezes sandbox `id` where it is: the first, instant half of a pause.
+    pub async fn freeze(&self, id: &str) -> Result<()> {
+        Ok(self.driver.freeze(id).await?)
+    }
+
+    /// Lets a frozen sandbox run on: a resume before its memory was released.
+    pub async fn thaw(&self, id: &str) -> Result<()> {
+        Ok(self.driver.thaw(id).await?)
+    }
+
+    /// Saves frozen sandbox `id` as checkpoint `name` and leaves it frozen
+    /// and resident: the second half of a pause, after which
+    /// [`Node::stop`] releases it and [`Node::restore`] brings it back.
+    pub async fn checkpoint_frozen(&self, id: &str, name: &str) -> Result<Checkpoint> {
+        Ok(self.driver.checkpoint(id, name, After::Frozen).await?)
     }
 
     /// Saves running sandbox `id` as checkpoint `name`; it runs on.
@@ -29,6 +40,11 @@ impl Node {
     /// Copies checkpoint `from` as `to` (a snapshot of a paused sandbox).
     pub async fn copy_checkpoint(&self, from: &str, to: &str) -> Result<Checkpoint> {
         Ok(self.driver.copy_checkpoint(from, to).await?)
+    }
+
+    /// Checkpoint `name`, if complete.
+    pub async fn checkpoint_info(&self, name: &str) -> Result<Checkpoint> {
+        Ok(self.driver.checkpoint_info(name).await?)
     }
 
     /// Deletes checkpoint `name`.
@@ -81,8 +97,7 @@ async fn init_envd(addr: Ipv4Addr, token: &str, body: String) -> Result<()> {
     let call = async {
         let stream = tokio::net::TcpStream::connect((addr, ENVD_PORT)).await.map_err(|e| fail(e.to_string()))?;
         let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(io).await.map_err(|e| fail(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| fail(e.to_string()))?;
         tokio::spawn(conn);
         let req = http::Request::post("/init")
             .header(http::header::HOST, "envd")

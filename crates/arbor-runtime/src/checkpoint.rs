@@ -11,7 +11,10 @@ pub enum After {
     /// It runs on (a snapshot, or the origin of a clone): it is stopped only
     /// while the checkpoint is taken.
     Continue,
-    /// It is destroyed (a pause): the checkpoint is all that is left of it.
+    /// It stays frozen, resident, for the caller to thaw (a quick resume) or
+    /// destroy later (a pause that releases its memory after a grace period).
+    Frozen,
+    /// It is destroyed: the checkpoint is all that is left of it.
     Stop,
 }
 

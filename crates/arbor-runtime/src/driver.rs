@@ -54,6 +54,11 @@ pub trait Driver: Send + Sync {
     /// whose id is not in `keep`. Returns the ids removed.
     async fn reconcile(&self, keep: &HashSet<String>) -> Result<Vec<String>>;
 
+    /// Stops every process of sandbox `id` where it is (the cgroup freezer):
+    /// no CPU, memory kept. Idempotent.
+    async fn freeze(&self, id: &str) -> Result<()>;
+    /// Lets the processes of a frozen sandbox run on. Idempotent.
+    async fn thaw(&self, id: &str) -> Result<()>;
     /// Saves sandbox `id` (memory and file system, consistent with each
     /// other) as checkpoint `name`, then lets it run on or destroys it. The
     /// checkpoint exists only once complete; a failure leaves none behind and

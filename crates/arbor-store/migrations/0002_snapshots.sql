@@ -17,6 +17,7 @@ CREATE TABLE snapshots (
     env_vars     TEXT NOT NULL,         -- JSON object string -> string
     metadata     TEXT NOT NULL,         -- JSON object string -> string
     envd_version TEXT NOT NULL,
+    envd_token   TEXT NOT NULL,         -- the access token the saved envd holds
     memory_bytes BIGINT,                -- image size, known once ready
     created_at   BIGINT NOT NULL
 );

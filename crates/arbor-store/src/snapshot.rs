@@ -116,6 +116,9 @@ pub struct SnapshotRecord {
     pub metadata: BTreeMap<String, String>,
     /// envd version inside the image.
     pub envd_version: String,
+    /// The access token the saved envd holds: a sandbox started from the
+    /// snapshot authenticates with it once to give envd its own.
+    pub envd_token: String,
     /// Size of the memory image in bytes, once known.
     pub memory_bytes: Option<u64>,
     /// Creation time, unix milliseconds.
@@ -138,7 +141,7 @@ pub struct SnapshotQuery {
 
 /// Columns of `snapshots` in the order `insert_snapshot` binds them.
 const COLUMNS: &str = "id, sandbox_id, kind, state, names, template_id, node_id, cpu_count, \
-     memory_mb, disk_mb, env_vars, metadata, envd_version, memory_bytes, created_at";
+     memory_mb, disk_mb, env_vars, metadata, envd_version, envd_token, memory_bytes, created_at";
 
 fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("JSON encoding: {e}")))
@@ -165,6 +168,7 @@ fn decode(row: &AnyRow) -> Result<SnapshotRecord> {
         env_vars: serde_json::from_str(&env_vars).map_err(|e| corrupt("env_vars", &e))?,
         metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
         envd_version: row.try_get("envd_version")?,
+        envd_token: row.try_get("envd_token")?,
         memory_bytes: row
             .try_get::<Option<i64>, _>("memory_bytes")?
             .map(|v| from_i64("memory_bytes", v))
@@ -182,7 +186,7 @@ impl Store {
         let memory_bytes = r.memory_bytes.map(|v| to_i64("memory_bytes", v)).transpose()?;
         let sql = format!(
             "INSERT INTO snapshots ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
         sqlx::query(&sql)
             .bind(r.id.as_str())
@@ -198,6 +202,7 @@ impl Store {
             .bind(json(&r.env_vars)?)
             .bind(json(&r.metadata)?)
             .bind(r.envd_version.as_str())
+            .bind(r.envd_token.as_str())
             .bind(memory_bytes)
             .bind(r.created_at)
             .execute(&self.pool)

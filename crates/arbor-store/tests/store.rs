@@ -553,6 +553,7 @@ fn snapshot(id: &str, sandbox_id: &str, created_at: i64, kind: SnapshotKind) -> 
         env_vars: BTreeMap::from([("FOO".into(), "bar baz".into())]),
         metadata: BTreeMap::from([("a b".into(), "c&d".into())]),
         envd_version: "0.1.0".into(),
+        envd_token: format!("token-{id}"),
         memory_bytes: Some(1 << 20),
         created_at,
     }

@@ -3,6 +3,7 @@
 pub mod list;
 pub mod metrics;
 pub mod network;
+pub mod persist;
 pub mod sandboxes;
 pub mod unsupported;
 

@@ -2,22 +2,19 @@
 
 use super::{detail_json, existing, sandbox_json};
 use crate::{
-    app::{now_ms, App},
+    app::{now_ms, App, Source},
     error::{bad_json, ApiError, ApiResult},
     ids,
     model::{ConnectSandbox, NetworkConfig, NewSandbox, Sandbox, SandboxDetail, SetTimeout},
 };
 use arbor_node::StartSpec;
-use arbor_store::{SandboxRecord, State};
+use arbor_store::{SandboxRecord, SnapshotState, State};
 use axum::{
     extract::{rejection::JsonRejection, Path, State as AxState},
     http::StatusCode,
     Json,
 };
 use std::sync::Arc;
-
-/// The smallest `idle_timeout` metadata value, in seconds.
-const MIN_IDLE_TIMEOUT_S: i64 = 60;
 
 /// Seconds of a requested timeout, checked against the maximum lifetime.
 fn timeout_ms(app: &App, seconds: i64) -> ApiResult<i64> {
@@ -74,25 +71,49 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
     let Json(req) = body.map_err(bad_json)?;
     let template_id = req.template_id.clone().unwrap_or_else(|| "base".into());
-    let template = app.node.template(&template_id)?;
+    // A snapshot's id works as a template: it is held (under its lock) until
+    // the new sandbox's record names it, so it cannot be deleted meanwhile.
+    let (_snapshot_lock, snapshot) = match app.node.template(&template_id) {
+        Err(arbor_node::Error::TemplateNotFound(_)) => {
+            let lock = app.locks.lock(&template_id).await;
+            match app.store.get_snapshot(&template_id).await? {
+                Some(snap) if snap.state == SnapshotState::Ready => (Some(lock), Some(snap)),
+                _ => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found"))),
+            }
+        }
+        other => (None, other.map(|_| None)?),
+    };
+    let (source, defaults) = match &snapshot {
+        Some(snap) => (
+            Source::Checkpoint { name: snap.id.clone(), saved_token: snap.envd_token.clone() },
+            (snap.id.clone(), snap.cpu_count, snap.memory_mb, snap.disk_mb),
+        ),
+        None => {
+            let template = app.node.template(&template_id)?;
+            let defaults = (template.name.clone(), template.cpu_count, template.memory_mb, template.disk_mb);
+            (Source::Template(template), defaults)
+        }
+    };
+    let (template_name, default_cpus, default_memory, disk_mb) = defaults;
     let timeout = requested_timeout_ms(&app, req.timeout)?;
     let metadata = req.metadata.clone().unwrap_or_default();
+    let min_idle = i64::try_from(app.cfg.min_idle_timeout.as_secs()).unwrap_or(i64::MAX);
     let idle_timeout_s = match metadata.get("idle_timeout") {
         None => None,
         Some(v) => match v.trim().parse::<i64>() {
-            Ok(s) if s >= MIN_IDLE_TIMEOUT_S => u64::try_from(s).ok(),
+            Ok(s) if s >= min_idle => u64::try_from(s).ok(),
             _ => {
                 return Err(ApiError::bad_request(format!(
-                    "metadata idle_timeout must be a number of seconds >= {MIN_IDLE_TIMEOUT_S}, got '{v}'"
+                    "metadata idle_timeout must be a number of seconds >= {min_idle}, got '{v}'"
                 )))
             }
         },
     };
-    let cpu_count = req.cpu_count.unwrap_or(template.cpu_count);
+    let cpu_count = req.cpu_count.unwrap_or(default_cpus);
     if !(1..=8).contains(&cpu_count) {
         return Err(ApiError::bad_request(format!("cpuCount must be between 1 and 8, got {cpu_count}")));
     }
-    let memory_mb = req.memory_mb.unwrap_or(template.memory_mb);
+    let memory_mb = req.memory_mb.unwrap_or(default_memory);
     if !(64..=65536).contains(&memory_mb) {
         return Err(ApiError::bad_request(format!("memoryMB must be between 64 and 65536, got {memory_mb}")));
     }
@@ -111,13 +132,13 @@ pub async fn create(
     let public = req.network.as_ref().and_then(|n| n.allow_public_traffic).unwrap_or(true);
     let record = SandboxRecord {
         id: ids::sandbox_id(),
-        template_id: template.name.clone(),
+        template_id: template_name,
         alias: None,
         state: State::Running,
         node_id: app.cfg.node_id.clone(),
         cpu_count,
         memory_mb,
-        disk_mb: template.disk_mb,
+        disk_mb,
         metadata,
         env_vars: req.env_vars.clone().unwrap_or_default(),
         envd_token: ids::token(),
@@ -136,8 +157,10 @@ pub async fn create(
         init_pid: None,
         envd_version: arbor_proto::ENVD_VERSION.into(),
         domain: Some(app.cfg.domain.clone()),
+        snapshot_id: snapshot.as_ref().map(|s| s.id.clone()),
     };
     app.store.insert_sandbox(&record).await?;
+    drop(_snapshot_lock);
     let spec = StartSpec {
         id: record.id.clone(),
         cpu_count,
@@ -147,7 +170,7 @@ pub async fn create(
         access_token: record.envd_token.clone(),
         policy,
     };
-    let record = app.start(template, record, spec).await?;
+    let record = app.start(source, record, spec).await?;
     tracing::info!(id = %record.id, template = %record.template_id, "sandbox created");
     Ok((StatusCode::CREATED, Json(sandbox_json(&app, &record))))
 }
@@ -186,10 +209,11 @@ pub async fn set_timeout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /sandboxes/{id}/connect`: a running sandbox's deadline grows to
-/// now + timeout if that is later.
+/// `POST /sandboxes/{id}/connect`: a paused sandbox is resumed with a
+/// deadline `timeout` from now (201); a running one's deadline grows to now +
+/// timeout if that is later (200).
 #[utoipa::path(post, path = "/sandboxes/{id}/connect", params(("id" = String, Path)), request_body = ConnectSandbox,
-    responses((status = 200, body = Sandbox), (status = 404, body = crate::model::ErrorBody)))]
+    responses((status = 200, body = Sandbox), (status = 201, body = Sandbox), (status = 404, body = crate::model::ErrorBody)))]
 pub async fn connect(
     AxState(app): AxState<Arc<App>>,
     Path(id): Path<String>,
@@ -197,9 +221,9 @@ pub async fn connect(
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
     let Json(req) = body.map_err(bad_json)?;
     let timeout = requested_timeout_ms(&app, req.timeout)?;
-    let mut record = existing(&app, &id).await?;
-    if record.state == State::Paused {
-        return Err(ApiError::conflict(format!("sandbox {id} is paused; resuming is not available on this server")));
+    let (mut record, resumed) = app.resume(&id, timeout).await?;
+    if resumed {
+        return Ok((StatusCode::CREATED, Json(sandbox_json(&app, &record))));
     }
     let wanted = now_ms().saturating_add(timeout).min(lifetime_end(&app, record.started_at));
     if wanted > record.end_at {

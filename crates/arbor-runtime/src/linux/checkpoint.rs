@@ -138,12 +138,13 @@ impl LinuxDriver {
         let quotas = self.quotas.clone();
         let taken = tokio::task::spawn_blocking(move || -> Result<Checkpoint> {
             let started = Instant::now();
+            let was_frozen = cgroup.is_frozen()?;
             cgroup.freeze()?;
             let dumped = (|| {
                 copy_dir(quotas.as_deref(), &dir, &ckpt_owned, None)?;
                 let images = ckpt_owned.join(IMAGES);
                 std::fs::create_dir(&images).map_err(Error::io("creating", &images))?;
-                let args = criu::dump_args(init_pid, &images, &freezer, &externals, after == After::Continue)?;
+                let args = criu::dump_args(init_pid, &images, &freezer, &externals, after != After::Stop)?;
                 let out = Command::new(&criu).args(args).output().map_err(Error::io("running", &criu))?;
                 if !out.status.success() {
                     let log = criu::log_tail(&images.join("dump.log"));
@@ -151,9 +152,13 @@ impl LinuxDriver {
                 }
                 Ok(criu::images_size(&images))
             })();
-            // CRIU leaves the freezer as it found it. A failed pause leaves
-            // the sandbox running, as a failed snapshot does.
-            let thawed = if after == After::Continue || dumped.is_err() { cgroup.thaw() } else { Ok(()) };
+            // CRIU leaves the freezer as it found it. A failed checkpoint
+            // leaves the sandbox as it was.
+            let thaw = match after {
+                After::Continue => dumped.is_ok() || !was_frozen,
+                After::Frozen | After::Stop => dumped.is_err() && !was_frozen,
+            };
+            let thawed = if thaw { cgroup.thaw() } else { Ok(()) };
             let stopped_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let image_bytes = match dumped.and_then(|b| thawed.map(|()| b).map_err(Into::into)) {
                 Ok(b) => b,

@@ -103,7 +103,13 @@ pub fn dump_args(
     let net_inode = std::fs::metadata(&ns).map_err(Error::io("reading", &ns))?.ino();
     let mut args: Vec<OsString> = ["dump", "--tree", &init_pid.to_string(), "--images-dir"].map(Into::into).into();
     args.push(images.into());
-    args.extend(["--log-file", "dump.log", "--network-lock", "skip", "--manage-cgroups=ignore"].map(OsString::from));
+    // Connections open at the checkpoint are not kept (`--tcp-close`): their
+    // peers (the proxy, a client) are gone by the restore anyway, and a
+    // restored process sees them closed. Listening sockets are kept.
+    args.extend(
+        ["--log-file", "dump.log", "--network-lock", "skip", "--manage-cgroups=ignore", "--tcp-close"]
+            .map(OsString::from),
+    );
     args.push("--freeze-cgroup".into());
     args.push(freezer.into());
     args.push(format!("--external=net[{net_inode}]:{NET_KEY}").into());
@@ -122,7 +128,8 @@ pub fn restore_args(images: &Path, rootfs: &Path, pidfile: &Path, externals: &[E
     let mut args: Vec<OsString> = ["restore", "--images-dir"].map(Into::into).into();
     args.push(images.into());
     args.extend(
-        ["--log-file", "restore.log", "--restore-detached", "--manage-cgroups=ignore", "--pidfile"].map(OsString::from),
+        ["--log-file", "restore.log", "--restore-detached", "--manage-cgroups=ignore", "--tcp-close", "--pidfile"]
+            .map(OsString::from),
     );
     args.push(pidfile.into());
     args.push("--root".into());

@@ -226,6 +226,18 @@ impl LinuxDriver {
         Ok(Sandbox { id: spec.id.clone(), init_pid, host_addr })
     }
 
+    /// Freezes or thaws sandbox `id`.
+    async fn freezer(&self, id: &str, freeze: bool) -> Result<()> {
+        if !valid_id(id) || !self.dir(id).exists() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        let cgroup = self.cgroups.open(&self.cgroup_parent, id)?;
+        tokio::task::spawn_blocking(move || if freeze { cgroup.freeze() } else { cgroup.thaw() })
+            .await
+            .map_err(|e| Error::Task("the freezer", e.to_string()))?
+            .map_err(Error::from)
+    }
+
     /// Starts the sandbox in `dir`; a failure leaves nothing behind.
     async fn boot(&self, spec: &SandboxSpec, dir: &Path, boot: Boot<'_>) -> Result<Sandbox> {
         match self.start(spec, dir, boot).await {
@@ -352,6 +364,14 @@ impl Driver for LinuxDriver {
         let dir = self.dir(&spec.id);
         self.make_dir(spec, &dir)?;
         self.boot(spec, &dir, Boot::Fresh).await
+    }
+
+    async fn freeze(&self, id: &str) -> Result<()> {
+        self.freezer(id, true).await
+    }
+
+    async fn thaw(&self, id: &str) -> Result<()> {
+        self.freezer(id, false).await
     }
 
     async fn checkpoint(&self, id: &str, name: &str, after: After) -> Result<Checkpoint> {

@@ -27,6 +27,17 @@ pub async fn run(driver: &LinuxDriver, keep: &HashSet<String>) -> Result<Vec<Str
             }
         }
     }
+    // A crash during a checkpoint leaves the sandbox frozen: thaw what stays.
+    for id in keep {
+        if let Ok(cgroup) = driver.cgroups.open(&driver.cgroup_parent, id) {
+            if cgroup.exists() && cgroup.is_frozen().unwrap_or(false) {
+                tracing::warn!(%id, "reconcile: thawing a sandbox a checkpoint left frozen");
+                if let Err(e) = cgroup.thaw() {
+                    first_err.get_or_insert(e.into());
+                }
+            }
+        }
+    }
     // Checkpoints a crash interrupted: never complete, never used.
     for name in driver.checkpoint_names(false)? {
         if let Err(e) = driver.remove_checkpoint(&name).await {

@@ -30,6 +30,7 @@ pub fn run(spec: &RestoreSpec) -> Result<u32> {
     if unsafe { libc::dup2(netns.as_raw_fd(), criu::NETNS_FD) } < 0 {
         return Err(Error::sys("dup2(netns)")(nix::errno::Errno::last()));
     }
+    merge_memory();
     let log = spec.images.join("restore.log");
     let out = Command::new(&spec.criu)
         .args(criu::restore_args(&spec.images, &spec.rootfs, &spec.pidfile, &spec.externals))
@@ -47,4 +48,23 @@ pub fn run(spec: &RestoreSpec) -> Result<u32> {
     }
     let pid = std::fs::read_to_string(&spec.pidfile).map_err(Error::io("reading", &spec.pidfile))?;
     pid.trim().parse().map_err(|_| Error::Checkpoint(format!("criu wrote no pid: {pid:?}")))
+}
+
+/// `PR_SET_MEMORY_MERGE` (Linux >= 6.4), absent from `libc`.
+const PR_SET_MEMORY_MERGE: libc::c_int = 67;
+
+/// Marks this process's memory, and that of every process it forks or
+/// execs (since Linux 6.7 the flag is inherited and kept across exec), as
+/// mergeable by KSM: CRIU restores each task's memory from a process this one
+/// starts, so clones restored from one checkpoint hold identical pages the
+/// kernel can share (when KSM runs, `/sys/kernel/mm/ksm/run`). Best effort: a
+/// kernel without it restores all the same.
+fn merge_memory() {
+    // SAFETY: prctl with integer arguments only changes this process's flags.
+    let rc = unsafe {
+        libc::prctl(PR_SET_MEMORY_MERGE, 1 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong)
+    };
+    if rc != 0 {
+        eprintln!("arbor-launch: PR_SET_MEMORY_MERGE: {}", std::io::Error::last_os_error());
+    }
 }
