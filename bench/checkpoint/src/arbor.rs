@@ -8,7 +8,7 @@
 
 use crate::{
     envd::{self, Target},
-    mem::{self, Usage},
+    mem,
     result::{Plan, Row, SizeResult},
     PREFIX,
 };
@@ -123,20 +123,39 @@ async fn series_on(
         if stop.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
-        let name = format!("{PREFIX}pause-{}-{i}", p.size_mib);
+        // A quick pause and resume, as the node does it: the pause answers
+        // once the sandbox is frozen; a resume before the memory was
+        // released is a thaw.
         let t0 = Instant::now();
-        let ck = d.checkpoint(&sb.id, &name, After::Stop).await.context("pause (checkpoint, stop)")?;
-        let pause = t0.elapsed();
+        d.freeze(&sb.id).await.context("pause (freeze)")?;
+        let freeze = t0.elapsed();
         let t1 = Instant::now();
+        d.thaw(&sb.id).await.context("quick resume (thaw)")?;
+        let t = target(&sb);
+        blocking(move || envd::first_command(t)).await.context("first command after thaw")?;
+        let thaw = t1.elapsed();
+        // A pause that lasts: frozen, the durable checkpoint written right
+        // after (the node's background half), the memory released (the
+        // node does that after its grace period), then a resume from the image.
+        let name = format!("{PREFIX}pause-{}-{i}", p.size_mib);
+        let t2 = Instant::now();
+        d.freeze(&sb.id).await.context("pause (freeze)")?;
+        let ck =
+            d.checkpoint(&sb.id, &name, After::Frozen).await.context("pause (checkpoint of the frozen sandbox)")?;
+        let durable = t2.elapsed();
+        d.destroy(&sb.id).await.context("releasing the paused sandbox")?;
+        let t3 = Instant::now();
         sb = d.restore(&spec, &name).await.context("resume (restore)")?;
-        let restore = t1.elapsed();
+        let restore = t3.elapsed();
         let t = target(&sb);
         blocking(move || envd::first_command(t)).await.context("first command after resume")?;
-        let first = t1.elapsed();
+        let first = t3.elapsed();
         d.remove_checkpoint(&name).await?;
         if i >= p.warmup {
-            r.push(Row::PauseReturns, pause);
-            r.push(Row::Durable, pause);
+            r.push(Row::PauseReturns, freeze);
+            r.push(Row::Freeze, freeze);
+            r.push(Row::ThawFirst, thaw);
+            r.push(Row::Durable, durable);
             r.push(Row::Restore, restore);
             r.push(Row::RestoreFirst, first);
             r.image_bytes.push(ck.image_bytes);
@@ -150,10 +169,9 @@ async fn series_on(
             }
             let last = i + 1 == p.warmup + p.clone_runs && count > 1;
             if last {
-                tokio::time::sleep(p.settle).await;
-                r.mem_one = Some(Usage::of(std::slice::from_ref(&cg)));
+                let (cg, settle) = (cg.clone(), p.settle);
+                r.mem_one = Some(blocking(move || mem::settled(&[cg], settle, false)).await?);
             }
-            let before = mem::available();
             let name = format!("{PREFIX}clone-{}-{i}-{count}", p.size_mib);
             let ids: Vec<String> = (0..count).map(|k| format!("{}-c{i}-{k}", sb.id)).collect();
             let t0 = Instant::now();
@@ -161,18 +179,24 @@ async fn series_on(
             let took = t0.elapsed();
             let outcome = match cloned {
                 Ok(stopped_ms) => {
-                    if last {
-                        tokio::time::sleep(p.settle).await;
-                        let dirs: Vec<PathBuf> =
-                            ids.iter().map(|id| mem::memory_dir(&format!("{CGROUP_PARENT}/{id}"))).collect();
-                        r.mem_many = Some(Usage::of(&dirs));
-                        r.avail_drop_many = Some(before as i64 - mem::available() as i64);
-                    }
                     if i >= p.warmup {
                         r.push(Row::CloneSuspend, Duration::from_millis(stopped_ms));
                         r.push(if count == 1 { Row::Clone1 } else { Row::CloneN }, took);
                     }
-                    Ok(())
+                    if last {
+                        let dirs: Vec<PathBuf> =
+                            ids.iter().map(|id| mem::memory_dir(&format!("{CGROUP_PARENT}/{id}"))).collect();
+                        let (settle, ksm) = (p.settle, p.ksm);
+                        match blocking(move || mem::settled(&dirs, settle, ksm)).await {
+                            Ok(u) => {
+                                r.mem_many = Some(u);
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        Ok(())
+                    }
                 }
                 Err(e) => Err(e),
             };

@@ -72,7 +72,17 @@ fn read_head(r: &mut BufReader<TcpStream>) -> anyhow::Result<()> {
 pub fn health(t: Target) -> anyhow::Result<()> {
     let mut s = connect(t)?;
     s.write_all(b"GET /health HTTP/1.0\r\nHost: envd\r\n\r\n")?;
-    read_head(&mut BufReader::new(s))
+    let mut r = BufReader::new(s);
+    read_head(&mut r)?;
+    drain(r)
+}
+
+/// Reads to the end of the response: envd has closed its side by then, so
+/// no connection of ours is open inside the sandbox when it is checkpointed
+/// next (CRIU refuses established connections unless told what to do).
+fn drain(mut r: BufReader<TcpStream>) -> anyhow::Result<()> {
+    std::io::copy(&mut r, &mut std::io::sink()).context("reading to the end of the response")?;
+    Ok(())
 }
 
 /// Polls `/health` until envd answers or `within` has passed.
@@ -87,18 +97,9 @@ pub fn wait_health(t: Target, within: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// When [`run`] returns.
-#[derive(Debug, Clone, Copy)]
-pub enum Until<'a> {
-    /// When the process ended (it must exit 0).
-    End,
-    /// As soon as its stdout contains this text; the process goes on
-    /// running (envd keeps it when the stream's client goes away).
-    Stdout(&'a str),
-}
-
-/// Starts `cmd args` as root through envd's `process.Process/Start`.
-pub fn run(t: Target, cmd: &str, args: &[&str], until: Until) -> anyhow::Result<()> {
+/// Runs `cmd args` as root through envd's `process.Process/Start` until its
+/// end event (it must exit 0) and the end of the response; returns its stdout.
+pub fn run(t: Target, cmd: &str, args: &[&str]) -> anyhow::Result<String> {
     let msg = serde_json::json!({"process": {"cmd": cmd, "args": args}, "stdin": false}).to_string();
     let mut body = vec![0u8];
     body.extend_from_slice(&u32::try_from(msg.len())?.to_be_bytes());
@@ -115,7 +116,7 @@ pub fn run(t: Target, cmd: &str, args: &[&str], until: Until) -> anyhow::Result<
     s.write_all(&req)?;
     let mut r = BufReader::new(s);
     read_head(&mut r)?;
-    let mut stdout = Vec::new();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     loop {
         let mut head = [0u8; 5];
         r.read_exact(&mut head).context("the event stream ended early")?;
@@ -127,40 +128,57 @@ pub fn run(t: Target, cmd: &str, args: &[&str], until: Until) -> anyhow::Result<
             bail!("{cmd}: the stream ended without an end event: {v}");
         }
         let ev = &v["event"];
-        if let Some(out) = ev["data"]["stdout"].as_str() {
-            stdout.extend(base64::engine::general_purpose::STANDARD.decode(out)?);
-            if let Until::Stdout(want) = until {
-                if String::from_utf8_lossy(&stdout).contains(want) {
-                    return Ok(());
-                }
+        for (key, buf) in [("stdout", &mut stdout), ("stderr", &mut stderr)] {
+            if let Some(out) = ev["data"][key].as_str() {
+                buf.extend(base64::engine::general_purpose::STANDARD.decode(out)?);
             }
         }
         if ev.get("end").is_some() {
             // proto3 JSON leaves a zero exit code out.
-            let code = ev["end"]["exitCode"].as_i64().unwrap_or(0);
-            return match until {
-                Until::End if code == 0 => Ok(()),
-                _ => bail!("{cmd} ended with {}", ev["end"]),
-            };
+            if ev["end"]["exitCode"].as_i64().unwrap_or(0) != 0 {
+                bail!("{cmd} ended with {}: {}", ev["end"], String::from_utf8_lossy(&stderr).trim());
+            }
+            drain(r)?;
+            return Ok(String::from_utf8_lossy(&stdout).into_owned());
         }
     }
 }
 
 /// The process that holds a sandbox's memory: `size_mib` MiB of random
 /// bytes (random, so that nothing merges or compresses them for free),
-/// touched once, then idle. Prints `ready` when the memory is in place.
-const FILLER: &str = "import os, sys, time\n\
-b = os.urandom(int(sys.argv[1]) << 20)\n\
-sys.stdout.write('ready\\n'); sys.stdout.flush()\n\
-while True: time.sleep(3600)\n";
+/// touched once, then idle. It runs in a child of its own session with its
+/// stdio on `/dev/null`; the parent prints `ready` once the memory is in
+/// place and exits, which ends the Start stream (and its connection).
+const FILLER: &str = r#"import os, sys, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.close(r)
+    os.setsid()
+    b = os.urandom(int(sys.argv[1]) << 20)
+    null = os.open('/dev/null', os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.write(w, b'1')
+    os.close(w)
+    while True:
+        time.sleep(3600)
+os.close(w)
+ok = os.read(r, 1) == b'1'
+print('ready' if ok else 'failed')
+sys.exit(0 if ok else 1)
+"#;
 
 /// Starts the memory filler and returns once its memory is allocated.
 pub fn fill(t: Target, size_mib: u64) -> anyhow::Result<()> {
     let size = size_mib.to_string();
-    run(t, "/usr/bin/python3", &["-c", FILLER, &size], Until::Stdout("ready")).context("starting the memory filler")
+    let out = run(t, "/usr/bin/python3", &["-c", FILLER, &size]).context("starting the memory filler")?;
+    if !out.contains("ready") {
+        bail!("the memory filler said {out:?}");
+    }
+    Ok(())
 }
 
 /// The "first command" of a resumed sandbox: `/bin/true` through envd.
 pub fn first_command(t: Target) -> anyhow::Result<()> {
-    run(t, "/bin/true", &[], Until::End)
+    run(t, "/bin/true", &[]).map(drop)
 }

@@ -66,6 +66,11 @@ pub struct Args {
     /// Seconds of quiet before memory is read.
     #[arg(long, default_value_t = 3)]
     settle_secs: u64,
+    /// Run the kernel's same-page merging (ksmd, fast) before reading the
+    /// clones' memory, on both sides; the host's KSM settings are put back
+    /// right after. Arbor marks restored memory mergeable; runc does not.
+    #[arg(long)]
+    ksm: bool,
     /// Skip the runc side.
     #[arg(long)]
     no_runc: bool,
@@ -105,6 +110,7 @@ impl Args {
             clone_runs: if large { self.clone_runs_large } else { self.clone_runs },
             clones: self.clones,
             settle: Duration::from_secs(self.settle_secs),
+            ksm: self.ksm,
         }
     }
 }
@@ -173,6 +179,13 @@ fn header(args: &Args, layers: &[PathBuf]) -> String {
         layers.len(),
         layers.first().map(|l| l.display().to_string()).unwrap_or_default()
     );
+    if args.ksm {
+        let _ = writeln!(
+            h,
+            "`--ksm`: ksmd ran (pages_to_scan 5000) for two full scans before the clones' memory was read, then \
+             the host's settings were put back."
+        );
+    }
     let _ = writeln!(h, "Command: `{}`", cmd.join(" "));
     h
 }

@@ -1,6 +1,6 @@
 //! Memory of a group of sandboxes as the kernel accounts it: their memory
-//! cgroups' charge, the proportional set size of their processes, and the
-//! host's `MemAvailable`.
+//! cgroups' charge and the proportional set size of their processes; and
+//! the kernel's same-page merging (KSM), which can shrink both.
 
 use std::path::{Path, PathBuf};
 
@@ -53,14 +53,6 @@ fn pss_kib(pid: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix("Pss:")?.split_whitespace().next()?.parse().ok())
 }
 
-/// The host's `MemAvailable`, in bytes.
-pub fn available() -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:")?.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |k| k * 1024)
-}
-
 /// Whether the kernel's same-page merging daemon runs (`/sys/kernel/mm/ksm/run`).
 pub fn ksm_state() -> String {
     match std::fs::read_to_string("/sys/kernel/mm/ksm/run").map(|s| s.trim().to_string()) {
@@ -69,4 +61,78 @@ pub fn ksm_state() -> String {
         Ok(s) => format!("run = {s}"),
         Err(_) => "not available".into(),
     }
+}
+
+const KSM: &str = "/sys/kernel/mm/ksm";
+
+fn ksm_read(file: &str) -> anyhow::Result<String> {
+    let path = Path::new(KSM).join(file);
+    Ok(std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+fn ksm_write(file: &str, value: &str) -> anyhow::Result<()> {
+    let path = Path::new(KSM).join(file);
+    std::fs::write(&path, value).map_err(|e| anyhow::anyhow!("writing {value} to {}: {e}", path.display()))
+}
+
+/// Same-page merging switched on (and scanning fast) for as long as it
+/// lives; the host's previous settings come back when it is dropped.
+#[derive(Debug)]
+pub struct KsmOn {
+    run: String,
+    pages_to_scan: String,
+}
+
+impl KsmOn {
+    /// Pages ksmd scans per wake-up (every 20 ms by default) while on:
+    /// 5000 is about 1 GiB/s, so the clones of even 1 GiB are scanned in seconds.
+    const PAGES_TO_SCAN: &'static str = "5000";
+
+    /// Starts ksmd.
+    pub fn start() -> anyhow::Result<Self> {
+        let on = Self { run: ksm_read("run")?, pages_to_scan: ksm_read("pages_to_scan")? };
+        ksm_write("pages_to_scan", Self::PAGES_TO_SCAN)?;
+        ksm_write("run", "1")?;
+        Ok(on)
+    }
+
+    /// Waits until ksmd has finished `n` more full scans (a page merges in
+    /// the second scan that finds it unchanged), at most `within`.
+    pub fn wait_scans(&self, n: u64, within: std::time::Duration) -> anyhow::Result<()> {
+        let scans = || -> anyhow::Result<u64> { Ok(ksm_read("full_scans")?.parse()?) };
+        let (start, first) = (std::time::Instant::now(), scans()?);
+        while scans()? < first + n {
+            if start.elapsed() > within {
+                anyhow::bail!("ksmd did not finish {n} scans within {within:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KsmOn {
+    fn drop(&mut self) {
+        // Back to the host's settings; merged pages stay merged until freed.
+        if let Err(e) = ksm_write("run", &self.run).and_then(|()| ksm_write("pages_to_scan", &self.pages_to_scan)) {
+            eprintln!("restoring the KSM settings: {e:#}");
+        }
+    }
+}
+
+/// Reads the memory of the sandboxes in cgroup dirs `dirs` after `settle`;
+/// with `ksm`, after two more full scans of a running ksmd.
+pub fn settled(dirs: &[PathBuf], settle: std::time::Duration, ksm: bool) -> anyhow::Result<Usage> {
+    std::thread::sleep(settle);
+    if ksm {
+        let on = KsmOn::start()?;
+        on.wait_scans(2, std::time::Duration::from_secs(300))?;
+        let u = Usage::of(dirs);
+        drop(on);
+        return Ok(u);
+    }
+    Ok(Usage::of(dirs))
 }

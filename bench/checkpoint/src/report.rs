@@ -168,17 +168,6 @@ impl Report {
                 mem_ratio(r.mem_one, r.mem_many, |u| u.pss),
                 mem_ratio(a.mem_one, a.mem_many, |u| u.pss)
             );
-            let drop = |x: &SizeResult| {
-                x.avail_drop_many.map_or_else(|| "–".into(), |b| format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20)))
-            };
-            let _ = writeln!(
-                o,
-                "| {} | host `MemAvailable` drop for the {} clones | | {} | | {} | | | |",
-                size_name(s),
-                self.clones,
-                drop(r),
-                drop(a)
-            );
         }
         let _ = writeln!(o, "\nTargets of issue 5 (met when p50 is within; p99 in brackets):\n");
         let _ = writeln!(o, "| target | size | Arbor p50 (p99) | met | runc p50 (p99), for scale |");

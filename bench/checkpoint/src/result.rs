@@ -82,8 +82,6 @@ pub struct SizeResult {
     pub mem_one: Option<Usage>,
     /// N idle clones' memory after a few seconds of quiet.
     pub mem_many: Option<Usage>,
-    /// The drop of the host's `MemAvailable` for those N clones, in bytes.
-    pub avail_drop_many: Option<i64>,
 }
 
 impl SizeResult {
@@ -115,4 +113,6 @@ pub struct Plan {
     pub clones: usize,
     /// Quiet before memory is read.
     pub settle: std::time::Duration,
+    /// Run ksmd (same-page merging) before reading the clones' memory.
+    pub ksm: bool,
 }

@@ -10,7 +10,7 @@
 
 use crate::{
     envd::{self, Target},
-    mem::{self, Usage},
+    mem,
     result::{Plan, Row, SizeResult},
     stats::dir_bytes,
     PREFIX,
@@ -319,10 +319,8 @@ impl Runc {
                 }
                 let last = i + 1 == p.warmup + p.clone_runs && count > 1;
                 if last {
-                    std::thread::sleep(p.settle);
-                    r.mem_one = Some(Usage::of(std::slice::from_ref(&cg)));
+                    r.mem_one = Some(mem::settled(std::slice::from_ref(&cg), p.settle, false)?);
                 }
-                let before = mem::available();
                 let img = images.join(format!("clone-{i}-{n}"));
                 std::fs::create_dir_all(&img)?;
                 let t0 = Instant::now();
@@ -336,11 +334,15 @@ impl Runc {
                     }
                 };
                 if last {
-                    std::thread::sleep(p.settle);
                     let dirs: Vec<PathBuf> =
                         clones.iter().map(|k| mem::memory_dir(&format!("{CGROUP_PARENT}/{}", k.id))).collect();
-                    r.mem_many = Some(Usage::of(&dirs));
-                    r.avail_drop_many = Some(before as i64 - mem::available() as i64);
+                    match mem::settled(&dirs, p.settle, p.ksm) {
+                        Ok(u) => r.mem_many = Some(u),
+                        Err(e) => {
+                            self.destroy_all(&clones);
+                            return Err(e);
+                        }
+                    }
                 }
                 self.destroy_all(&clones);
                 remove_images(&img)?;

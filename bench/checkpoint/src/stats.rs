@@ -39,6 +39,7 @@ pub fn ms(d: Duration) -> f64 {
 /// `a / b` of two percentiles as `1.23×`, or `–` when either is missing.
 pub fn ratio(a: &Samples, b: &Samples, p: f64) -> String {
     match (a.pct(p), b.pct(p)) {
+        (Some(a), Some(b)) if b > 0.0 && a / b < 0.1 => format!("{:.3}×", a / b),
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
         _ => "–".into(),
     }
