@@ -51,3 +51,32 @@ def test_wrong_key_and_unreachable_server(server):
     env["ARBOR_API_URL"] = "http://127.0.0.1:9"
     res = subprocess.run([str(arbor_binary()), "sandbox", "list"], capture_output=True, text=True, env=env)
     assert res.returncode == 1 and "cannot reach" in res.stderr, res.stderr
+
+
+def test_pause_connect_clone_snapshot(server):
+    sid = arbor(server, "sandbox", "spawn", "base", "--timeout", "120").stdout.strip()
+    # A value only the sandbox's memory holds: a shell variable of a waiting process.
+    arbor(server, "sandbox", "exec", sid, "--", "nohup bash -c 'v=kept; read -t 600 < /dev/zero; echo $v' >/dev/null 2>&1 & echo $! > /tmp/pid")
+    arbor(server, "sandbox", "pause", sid)
+    assert json.loads(arbor(server, "sandbox", "info", sid, "--json").stdout)["state"] == "paused"
+    again = arbor(server, "sandbox", "pause", sid, check=False)
+    assert again.returncode == 1 and "already paused" in again.stderr, again.stderr
+    assert arbor(server, "sandbox", "connect", sid).stdout.strip() == sid
+    alive = "kill -0 $(cat /tmp/pid) && echo alive"
+    assert arbor(server, "sandbox", "exec", sid, "--", alive).stdout == "alive\n"
+
+    clones = arbor(server, "sandbox", "clone", sid, "-n", "2").stdout.split()
+    assert len(clones) == 2 and sid not in clones
+    for clone in clones:
+        assert arbor(server, "sandbox", "exec", clone, "--", alive).stdout == "alive\n"
+    snap = arbor(server, "sandbox", "snapshot", sid, "--name", "cli-snap").stdout.strip()
+    listed = arbor(server, "snapshot", "list", "--sandbox", sid).stdout
+    assert f"{snap}\tcli-snap" in listed, listed
+    child = arbor(server, "sandbox", "spawn", snap, "--timeout", "60").stdout.strip()
+    assert arbor(server, "sandbox", "exec", child, "--", alive).stdout == "alive\n"
+    refused = arbor(server, "snapshot", "delete", snap, check=False)
+    assert refused.returncode == 1 and "in use" in refused.stderr, refused.stderr
+    arbor(server, "sandbox", "kill", child, *clones)
+    arbor(server, "snapshot", "delete", snap)
+    assert snap not in arbor(server, "snapshot", "list").stdout
+    arbor(server, "sandbox", "kill", sid)

@@ -88,16 +88,17 @@ impl App {
                 app.register(&record);
                 return Err(e.into());
             }
-            tokio::spawn(Arc::clone(&app).settle(id.clone()));
+            tokio::spawn(Arc::clone(&app).settle(id.clone(), now));
             tracing::info!(%id, "sandbox paused");
             Ok(())
         })
         .await
     }
 
-    /// The background half of a pause: checkpoint the frozen sandbox now,
-    /// release it after the grace period.
-    async fn settle(self: Arc<Self>, id: String) {
+    /// The background half of the pause made at `paused_at`: checkpoint the
+    /// frozen sandbox now, release it after the grace period (unless it was
+    /// resumed meanwhile, and paused again by then: that pause settles itself).
+    async fn settle(self: Arc<Self>, id: String, paused_at: i64) {
         if let Err(e) = self.write_pause_checkpoint(&id).await {
             // The sandbox stays frozen and resident: a resume thaws it, and
             // a kill or the retention deadline removes it.
@@ -107,7 +108,7 @@ impl App {
         tokio::time::sleep(self.cfg.pause_grace).await;
         let _op = self.locks.lock(&id).await;
         let Ok(Some(mut record)) = self.store.get_sandbox(&id).await else { return };
-        if record.state != State::Paused || record.host_addr.is_none() {
+        if record.state != State::Paused || record.paused_at != Some(paused_at) || record.host_addr.is_none() {
             return;
         }
         match self.node.stop(&id).await {

@@ -182,6 +182,63 @@ impl Client {
     }
 }
 
+/// Persistence: pause, clone and snapshots.
+impl Client {
+    /// `POST /sandboxes/{id}/pause`.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        self.call_empty(Method::POST, &Self::sandbox_path(id, "/pause"), None).await
+    }
+
+    /// `POST /sandboxes/{id}/clone`: the clone answer JSON.
+    pub async fn clone_sandbox(&self, id: &str, count: u64, strict: bool, timeout: Option<u64>) -> Result<Value> {
+        let mut body = json!({ "count": count, "strict": strict });
+        if let Some(t) = timeout {
+            body["timeout"] = json!(t);
+        }
+        self.call(Method::POST, &Self::sandbox_path(id, "/clone"), Some(&body)).await
+    }
+
+    /// `POST /sandboxes/{id}/snapshots`: `{snapshotID, names}`.
+    pub async fn create_snapshot(&self, id: &str, name: Option<&str>) -> Result<Value> {
+        let body = name.map_or_else(|| json!({}), |n| json!({ "name": n }));
+        self.call(Method::POST, &Self::sandbox_path(id, "/snapshots"), Some(&body)).await
+    }
+
+    /// Every page of `GET /snapshots`, optionally of one sandbox.
+    pub async fn list_snapshots(&self, sandbox: Option<&str>) -> Result<Vec<Value>> {
+        let (mut all, mut next) = (Vec::new(), None::<String>);
+        loop {
+            let mut q = Vec::new();
+            if let Some(s) = sandbox {
+                q.push(format!("sandboxID={}", utf8_percent_encode(s, SEGMENT)));
+            }
+            if let Some(t) = &next {
+                q.push(format!("nextToken={}", utf8_percent_encode(t, SEGMENT)));
+            }
+            let url = format!("{}?{}", self.url("/snapshots"), q.join("&"));
+            let resp = self.send(self.request(Method::GET, &url), &url).await?;
+            let token = resp.headers().get("x-next-token").and_then(|v| v.to_str().ok()).map(str::to_string);
+            match self.json(resp, &url).await? {
+                Value::Array(items) if !items.is_empty() => all.extend(items),
+                Value::Array(_) => return Ok(all),
+                other => {
+                    let reason = format!("expected a JSON array, got {}", kind(&other));
+                    return Err(Error::BadResponse { url, reason });
+                }
+            }
+            match token.filter(|t| !t.is_empty() && Some(t) != next.as_ref()) {
+                Some(t) => next = Some(t),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// `DELETE /templates/{id}` of a snapshot.
+    pub async fn delete_snapshot(&self, id: &str) -> Result<()> {
+        self.call_empty(Method::DELETE, &format!("/templates/{}", utf8_percent_encode(id, SEGMENT)), None).await
+    }
+}
+
 /// Builds the error for a non-2xx answer from its `{"code","message"}` body,
 /// falling back to the raw body or the status text.
 pub fn api_error(status: StatusCode, body: &str, have_key: bool) -> Error {

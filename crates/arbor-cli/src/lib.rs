@@ -24,5 +24,6 @@ pub mod opts;
 pub mod output;
 pub mod query;
 pub mod sandbox;
+pub mod snapshot;
 
 pub use error::{Error, Result};

@@ -3,7 +3,7 @@
 mod keys;
 mod server;
 
-use arbor_cli::{config_cmd, sandbox};
+use arbor_cli::{config_cmd, sandbox, snapshot};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -19,9 +19,11 @@ struct Cli {
 enum Cmd {
     /// Run the Arbor server: REST API, envd proxy and the local node
     Server(server::ServerArgs),
-    /// Create, list, inspect, kill and run commands in sandboxes
+    /// Create, list, inspect, kill, pause, clone, snapshot and run commands in sandboxes
     #[command(visible_alias = "sbx")]
     Sandbox(sandbox::SandboxArgs),
+    /// List and delete snapshots of sandboxes
+    Snapshot(snapshot::SnapshotArgs),
     /// Manage API keys (on the server's host, directly in its store)
     Keys(keys::KeysArgs),
     /// Show or edit the CLI's config file
@@ -42,6 +44,7 @@ async fn main() -> ExitCode {
         Cmd::Server(args) => server::run(args).await.map(|()| 0).map_err(|e| format!("{e:#}")),
         Cmd::Keys(args) => keys::run(args).await.map(|()| 0).map_err(|e| format!("{e:#}")),
         Cmd::Sandbox(args) => sandbox::run(args).await.map_err(|e| e.to_string()),
+        Cmd::Snapshot(args) => snapshot::run(args).await.map_err(|e| e.to_string()),
         Cmd::Config(args) => config_cmd::run(args).map(|()| 0).map_err(|e| e.to_string()),
     };
     match result {

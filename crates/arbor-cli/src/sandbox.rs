@@ -82,6 +82,34 @@ enum SandboxCmd {
     },
     /// Run a command in a sandbox, streaming its output; exits with its exit code
     Exec(ExecArgs),
+    /// Pause a sandbox with its memory; `connect` resumes it
+    Pause {
+        /// Sandbox ids
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Start running copies of a sandbox (memory and files); prints their ids
+    Clone {
+        /// Sandbox id
+        id: String,
+        /// How many clones
+        #[arg(short = 'n', long, default_value_t = 1)]
+        count: u64,
+        /// All or nothing
+        #[arg(long)]
+        strict: bool,
+        /// Lifetime of the clones in seconds (default: the origin's remaining time, or 300)
+        #[arg(short, long)]
+        timeout: Option<u64>,
+    },
+    /// Save a sandbox (memory and files) as a snapshot; prints its id, usable as a template
+    Snapshot {
+        /// Sandbox id
+        id: String,
+        /// A name for it
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +232,32 @@ pub async fn run(args: SandboxArgs) -> Result<i32> {
                 print_json(&sandbox)?;
             } else {
                 println(sandbox.get("sandboxID").and_then(Value::as_str).unwrap_or(&id))?;
+            }
+        }
+        SandboxCmd::Pause { ids } => {
+            for id in ids {
+                client.pause(&id).await?;
+                if !json {
+                    println(&format!("paused {id}"))?;
+                }
+            }
+        }
+        SandboxCmd::Clone { id, count, strict, timeout } => {
+            let answer = client.clone_sandbox(&id, count, strict, timeout).await?;
+            if json {
+                print_json(&answer)?;
+            } else {
+                for clone in answer.get("sandboxes").and_then(Value::as_array).into_iter().flatten() {
+                    println(clone.get("sandboxID").and_then(Value::as_str).unwrap_or_default())?;
+                }
+            }
+        }
+        SandboxCmd::Snapshot { id, name } => {
+            let snap = client.create_snapshot(&id, name.as_deref()).await?;
+            if json {
+                print_json(&snap)?;
+            } else {
+                println(snap.get("snapshotID").and_then(Value::as_str).unwrap_or_default())?;
             }
         }
         SandboxCmd::Exec(a) => {

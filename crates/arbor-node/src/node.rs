@@ -16,7 +16,7 @@ use std::{
 };
 
 /// Tasks a sandbox may run at once (processes and threads).
-pub(crate) const PIDS_LIMIT: u64 = 4096;
+const PIDS_LIMIT: u64 = 4096;
 
 /// Where a node keeps its state and finds its helpers.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ pub struct Started {
 pub struct Node {
     pub(crate) driver: LinuxDriver,
     layers: LayerStore,
-    pub(crate) disk_limits: bool,
+    disk_limits: bool,
 }
 
 impl Node {
@@ -80,6 +80,7 @@ impl Node {
         let layers = LayerStore::open(&cfg.layers_dir)?;
         let disk_limits = cfg.disk.is_some();
         let envd = crate::envd::pin(&cfg.data_dir, &cfg.envd_bin)?;
+        enable_ksm();
         let driver = LinuxDriver::new(Config {
             data_dir: cfg.data_dir,
             envd,
@@ -99,10 +100,16 @@ impl Node {
 
     /// Starts a sandbox from `template`.
     pub async fn start(&self, template: &Template, spec: StartSpec) -> Result<Started> {
-        let sandbox = SandboxSpec {
+        let sandbox = self.sandbox_spec(spec, template.layers.clone());
+        started(self.driver.create(&sandbox).await?)
+    }
+
+    /// The runtime's spec of sandbox `spec` on `layers`.
+    pub(crate) fn sandbox_spec(&self, spec: StartSpec, layers: Vec<PathBuf>) -> SandboxSpec {
+        SandboxSpec {
             hostname: hostname(&spec.id),
             id: spec.id,
-            layers: template.layers.clone(),
+            layers,
             env: spec.env_vars,
             access_token: Some(spec.access_token),
             vcpus: spec.cpu_count,
@@ -110,12 +117,7 @@ impl Node {
             pids: PIDS_LIMIT,
             disk_mib: self.disk_limits.then_some(spec.disk_mb),
             network: Some(spec.policy),
-        };
-        let started = self.driver.create(&sandbox).await?;
-        let host_addr = started
-            .host_addr
-            .ok_or_else(|| Error::Invalid(format!("sandbox {} started without a network", started.id)))?;
-        Ok(Started { host_addr, init_pid: started.init_pid })
+        }
     }
 
     /// Stops a sandbox and removes all it used.
@@ -145,8 +147,34 @@ impl Node {
     }
 }
 
+/// What the control plane needs of a sandbox the runtime started.
+pub(crate) fn started(sandbox: arbor_runtime::Sandbox) -> Result<Started> {
+    let host_addr =
+        sandbox.host_addr.ok_or_else(|| Error::Invalid(format!("sandbox {} started without a network", sandbox.id)))?;
+    Ok(Started { host_addr, init_pid: sandbox.init_pid })
+}
+
+/// KSM's switch: restored sandboxes mark their memory mergeable, so clones
+/// of one checkpoint share identical pages once it runs.
+const KSM_RUN: &str = "/sys/kernel/mm/ksm/run";
+
+/// Starts KSM (a host-wide setting, which only affects memory marked
+/// mergeable) unless the host turned it off for good (`2` = unmerge) or has
+/// none; best effort.
+fn enable_ksm() {
+    match std::fs::read_to_string(KSM_RUN).map(|v| v.trim().to_string()) {
+        Ok(v) if v == "0" => {
+            if let Err(e) = std::fs::write(KSM_RUN, "1") {
+                tracing::warn!("starting KSM (clones will not share memory): {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::info!("no KSM on this host ({e}); clones will not share memory"),
+    }
+}
+
 /// The hostname inside a sandbox: short, and telling which sandbox it is.
-pub(crate) fn hostname(id: &str) -> String {
+fn hostname(id: &str) -> String {
     let short: String = id.chars().take(20).collect();
     format!("sbx-{short}")
 }

@@ -3,9 +3,9 @@
 
 use crate::{
     error::{Error, Result},
-    node::{hostname, Node, StartSpec, Started, PIDS_LIMIT},
+    node::{started, Node, StartSpec, Started},
 };
-use arbor_runtime::{After, Checkpoint, Driver, SandboxSpec};
+use arbor_runtime::{After, Checkpoint, Driver};
 use http_body_util::{BodyExt, Full};
 use std::{net::Ipv4Addr, time::Duration};
 
@@ -64,30 +64,17 @@ impl Node {
     pub async fn restore(&self, name: &str, spec: StartSpec, saved_token: &str) -> Result<Started> {
         let checkpoint = self.driver.checkpoint_info(name).await?;
         let token = spec.access_token.clone();
-        let sandbox = SandboxSpec {
-            hostname: hostname(&spec.id),
-            id: spec.id,
-            layers: checkpoint.layers,
-            env: spec.env_vars,
-            access_token: Some(spec.access_token),
-            vcpus: spec.cpu_count,
-            memory_mib: spec.memory_mb,
-            pids: PIDS_LIMIT,
-            disk_mib: self.disk_limits.then_some(spec.disk_mb),
-            network: Some(spec.policy),
-        };
-        let restored = self.driver.restore(&sandbox, name).await?;
-        let host_addr = restored
-            .host_addr
-            .ok_or_else(|| Error::Invalid(format!("sandbox {} restored without a network", restored.id)))?;
+        let sandbox = self.sandbox_spec(spec, checkpoint.layers);
+        let restored = started(self.driver.restore(&sandbox, name).await?)?;
+        let host_addr = restored.host_addr;
         if token != saved_token {
             let body = serde_json::json!({ "accessToken": token }).to_string();
             if let Err(e) = init_envd(host_addr, saved_token, body).await {
-                let _ = self.driver.destroy(&restored.id).await;
+                let _ = self.driver.destroy(&sandbox.id).await;
                 return Err(e);
             }
         }
-        Ok(Started { host_addr, init_pid: restored.init_pid })
+        Ok(restored)
     }
 }
 
