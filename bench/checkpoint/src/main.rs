@@ -66,9 +66,10 @@ pub struct Args {
     /// Seconds of quiet before memory is read.
     #[arg(long, default_value_t = 3)]
     settle_secs: u64,
-    /// Run the kernel's same-page merging (ksmd, fast) before reading the
-    /// clones' memory, on both sides; the host's KSM settings are put back
-    /// right after. Arbor marks restored memory mergeable; runc does not.
+    /// Run the kernel's same-page merging (ksmd, fast) until it settles
+    /// before reading the clones' memory, on both sides; the host's KSM
+    /// settings are put back right after. Arbor marks restored memory
+    /// mergeable; runc does not.
     #[arg(long)]
     ksm: bool,
     /// Skip the runc side.
@@ -182,8 +183,8 @@ fn header(args: &Args, layers: &[PathBuf]) -> String {
     if args.ksm {
         let _ = writeln!(
             h,
-            "`--ksm`: ksmd ran (pages_to_scan 5000) for two full scans before the clones' memory was read, then \
-             the host's settings were put back."
+            "`--ksm`: before the clones' memory was read, ksmd ran (pages_to_scan 5000) until merging settled (three \
+             full scans, then until a scan merged nothing more); the host's settings were put back after."
         );
     }
     let _ = writeln!(h, "Command: `{}`", cmd.join(" "));

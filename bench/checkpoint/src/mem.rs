@@ -99,18 +99,35 @@ impl KsmOn {
         Ok(on)
     }
 
-    /// Waits until ksmd has finished `n` more full scans (a page merges in
-    /// the second scan that finds it unchanged), at most `within`.
-    pub fn wait_scans(&self, n: u64, within: std::time::Duration) -> anyhow::Result<()> {
-        let scans = || -> anyhow::Result<u64> { Ok(ksm_read("full_scans")?.parse()?) };
-        let (start, first) = (std::time::Instant::now(), scans()?);
-        while scans()? < first + n {
-            if start.elapsed() > within {
-                anyhow::bail!("ksmd did not finish {n} scans within {within:?}");
+    /// Waits until merging has settled, at most `within`: three full scans
+    /// (the scan running now may have started before the clones existed; a
+    /// page is checksummed in one scan and merged in the next that finds it
+    /// unchanged), then more until a full scan merged no more pages.
+    pub fn settle(&self, within: std::time::Duration) -> anyhow::Result<u64> {
+        let num = |f: &str| -> anyhow::Result<u64> { Ok(ksm_read(f)?.parse()?) };
+        let start = std::time::Instant::now();
+        let next_scan = || -> anyhow::Result<()> {
+            let first = num("full_scans")?;
+            while num("full_scans")? == first {
+                if start.elapsed() > within {
+                    anyhow::bail!("ksmd did not settle within {within:?}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ok(())
+        };
+        for _ in 0..3 {
+            next_scan()?;
         }
-        Ok(())
+        let mut sharing = num("pages_sharing")?;
+        loop {
+            next_scan()?;
+            let now = num("pages_sharing")?;
+            if now <= sharing {
+                return Ok(now);
+            }
+            sharing = now;
+        }
     }
 }
 
@@ -129,7 +146,7 @@ pub fn settled(dirs: &[PathBuf], settle: std::time::Duration, ksm: bool) -> anyh
     std::thread::sleep(settle);
     if ksm {
         let on = KsmOn::start()?;
-        on.wait_scans(2, std::time::Duration::from_secs(300))?;
+        on.settle(std::time::Duration::from_secs(600))?;
         let u = Usage::of(dirs);
         drop(on);
         return Ok(u);
