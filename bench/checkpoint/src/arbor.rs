@@ -44,8 +44,14 @@ pub fn net_config() -> anyhow::Result<arbor_net::Config> {
 }
 
 /// The driver, on the benchmark's data dir; it becomes this process's sub-reaper.
-pub async fn driver(data_dir: PathBuf, envd: PathBuf, launcher: PathBuf) -> anyhow::Result<Arc<LinuxDriver>> {
-    let cfg = Config { data_dir, envd, launcher, network: Some(net_config()?), disk: None };
+pub async fn driver(
+    data_dir: PathBuf,
+    envd: PathBuf,
+    launcher: PathBuf,
+    disk_limits: bool,
+) -> anyhow::Result<Arc<LinuxDriver>> {
+    let disk = disk_limits.then(arbor_disk::Config::default);
+    let cfg = Config { data_dir, envd, launcher, network: Some(net_config()?), disk };
     let d = LinuxDriver::new(cfg).await.context("starting the driver")?.with_cgroup_parent(CGROUP_PARENT);
     Ok(Arc::new(d))
 }

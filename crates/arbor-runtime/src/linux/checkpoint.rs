@@ -23,7 +23,7 @@ use std::{
 };
 
 const PREFIX: &str = ".ckpt-";
-const META: &str = "checkpoint.json";
+pub(super) const META: &str = "checkpoint.json";
 pub(super) const IMAGES: &str = "images";
 /// What a sandbox was made of, kept in its directory for its checkpoints.
 pub(super) const SANDBOX_META: &str = "sandbox.json";
@@ -64,25 +64,59 @@ fn now_ms() -> u64 {
 }
 
 /// Copies the directory `src` (a sandbox's or a checkpoint's) to `dst`,
-/// limited to `limit` bytes where the node limits disks.
-pub(super) fn copy_dir(quotas: Option<&Quotas>, src: &Path, dst: &Path, limit: Option<u64>) -> Result<()> {
+/// leaving out the entries named in `skip`, limited to `limit` bytes where
+/// the node limits disks.
+pub(super) fn copy_dir(
+    quotas: Option<&Quotas>,
+    src: &Path,
+    dst: &Path,
+    limit: Option<u64>,
+    skip: &[&str],
+) -> Result<()> {
     if let Some(quotas) = quotas {
         match quotas.snapshot(src, dst, limit) {
             Err(arbor_disk::Error::NotLimited(_)) => {}
-            other => return other.map(drop).map_err(Into::into),
+            // O(1) whatever it holds; what is skipped goes afterwards (it
+            // shares its blocks, so that is a few unlinks).
+            Ok(_) => return remove_entries(dst, skip),
+            Err(e) => return Err(e.into()),
         }
     }
     // A plain directory: a copy that shares data blocks where the file
-    // system can (reflinks), file by file.
+    // system can (reflinks), file by file, of only what is wanted.
+    std::fs::create_dir(dst).map_err(Error::io("creating", dst))?;
+    let entries: Vec<PathBuf> = std::fs::read_dir(src)
+        .map_err(Error::io("listing", src))?
+        .flatten()
+        .filter(|e| !skip.iter().any(|s| e.file_name() == *s))
+        .map(|e| e.path())
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
     let out = Command::new("cp")
         .args(["-a", "--reflink=auto"])
-        .arg(src)
+        .args(&entries)
         .arg(dst)
         .output()
         .map_err(Error::io("running cp for", dst))?;
     if !out.status.success() {
         let _ = super::remove_dir(quotas, dst);
         return Err(Error::Checkpoint(format!("copying {}: {}", src.display(), String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(())
+}
+
+/// Removes the entries `names` of `dir` (files or trees) where present.
+fn remove_entries(dir: &Path, names: &[&str]) -> Result<()> {
+    for name in names {
+        let path = dir.join(name);
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(_) => continue,
+        };
+        removed.map_err(Error::io("removing", &path))?;
     }
     Ok(())
 }
@@ -141,7 +175,7 @@ impl LinuxDriver {
             let was_frozen = cgroup.is_frozen()?;
             cgroup.freeze()?;
             let dumped = (|| {
-                copy_dir(quotas.as_deref(), &dir, &ckpt_owned, None)?;
+                copy_dir(quotas.as_deref(), &dir, &ckpt_owned, None, &[])?;
                 let images = ckpt_owned.join(IMAGES);
                 std::fs::create_dir(&images).map_err(Error::io("creating", &images))?;
                 let args = criu::dump_args(init_pid, &images, &freezer, &externals, after != After::Stop)?;
@@ -202,7 +236,7 @@ impl LinuxDriver {
         checkpoint.name = to.to_string();
         let quotas = self.quotas.clone();
         tokio::task::spawn_blocking(move || {
-            copy_dir(quotas.as_deref(), &src, &dst, None)?;
+            copy_dir(quotas.as_deref(), &src, &dst, None, &[])?;
             let written = write_json(&dst.join(META), &checkpoint);
             if written.is_err() {
                 let _ = super::remove_dir(quotas.as_deref(), &dst);

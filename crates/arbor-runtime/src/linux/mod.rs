@@ -395,14 +395,15 @@ impl Driver for LinuxDriver {
         };
         let (src, dst, quotas) = (self.checkpoint_dir(name), dir.clone(), self.quotas.clone());
         let copied = tokio::task::spawn_blocking(move || -> Result<()> {
-            checkpoint::copy_dir(quotas.as_deref(), &src, &dst, limit)?;
             // The copy is the sandbox's file system; the images stay with the
             // checkpoint, and CRIU writes the new init's pid.
-            for path in [dst.join(checkpoint::IMAGES), dst.join("checkpoint.json"), dst.join(INIT_PID)] {
-                let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-                removed.map_err(Error::io("removing", &path))?;
-            }
-            Ok(())
+            checkpoint::copy_dir(
+                quotas.as_deref(),
+                &src,
+                &dst,
+                limit,
+                &[checkpoint::IMAGES, checkpoint::META, INIT_PID],
+            )
         })
         .await
         .map_err(|e| Error::Task("copying a checkpoint", e.to_string()))?;
