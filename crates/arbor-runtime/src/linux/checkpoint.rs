@@ -12,7 +12,9 @@
 use super::{criu, LinuxDriver};
 use crate::{
     checkpoint::{After, Checkpoint},
+    driver::Sandbox,
     error::{Error, Result},
+    spec::SandboxSpec,
 };
 use arbor_disk::Quotas;
 use serde::{Deserialize, Serialize};
@@ -257,5 +259,35 @@ impl LinuxDriver {
         tokio::task::spawn_blocking(move || super::remove_dir(quotas.as_deref(), &dir))
             .await
             .map_err(|e| Error::Task("removing a checkpoint", e.to_string()))?
+    }
+
+    /// Restores sandbox `spec.id` from checkpoint `name` (see [`crate::Driver::restore`]).
+    pub(super) async fn restore_sandbox(&self, spec: &SandboxSpec, name: &str) -> Result<Sandbox> {
+        let checkpoint = self.load_checkpoint(name)?;
+        if spec.layers != checkpoint.layers {
+            return Err(Error::InvalidSpec(format!("checkpoint {name} needs the layers it was taken on")));
+        }
+        let dir = self.dir(&spec.id);
+        if dir.exists() {
+            return Err(Error::AlreadyExists(spec.id.clone()));
+        }
+        let limit = match (&self.quotas, spec.disk_mib) {
+            (Some(_), mib) => Some(mib.map_or(u64::MAX, |m| m.saturating_mul(1 << 20))),
+            (None, Some(_)) => return Err(Error::InvalidSpec("this node has no disk limits".into())),
+            (None, None) => None,
+        };
+        let (src, dst, quotas) = (self.checkpoint_dir(name), dir.clone(), self.quotas.clone());
+        let copied = tokio::task::spawn_blocking(move || -> Result<()> {
+            // The copy is the sandbox's file system; the images stay with the
+            // checkpoint, and CRIU writes the new init's pid.
+            copy_dir(quotas.as_deref(), &src, &dst, limit, &[IMAGES, META, super::INIT_PID])
+        })
+        .await
+        .map_err(|e| Error::Task("copying a checkpoint", e.to_string()))?;
+        if let Err(e) = copied {
+            let _ = super::remove_dir(self.quotas.as_deref(), &dir);
+            return Err(e);
+        }
+        self.boot(spec, &dir, super::Boot::Restore(&checkpoint)).await
     }
 }

@@ -69,7 +69,7 @@ pub struct LinuxDriver {
 
 /// How a sandbox's processes come to be.
 #[derive(Clone, Copy)]
-enum Boot<'a> {
+pub(super) enum Boot<'a> {
     /// envd starts afresh.
     Fresh,
     /// The processes of a checkpoint are restored.
@@ -239,7 +239,7 @@ impl LinuxDriver {
     }
 
     /// Starts the sandbox in `dir`; a failure leaves nothing behind.
-    async fn boot(&self, spec: &SandboxSpec, dir: &Path, boot: Boot<'_>) -> Result<Sandbox> {
+    pub(super) async fn boot(&self, spec: &SandboxSpec, dir: &Path, boot: Boot<'_>) -> Result<Sandbox> {
         match self.start(spec, dir, boot).await {
             Ok(sandbox) => Ok(sandbox),
             Err(e) => {
@@ -320,7 +320,7 @@ impl LinuxDriver {
 
 /// Removes a sandbox's directory: a subvolume in one call, or (a plain
 /// directory, e.g. left by a node without disk limits) file by file.
-fn remove_dir(quotas: Option<&Quotas>, dir: &Path) -> Result<()> {
+pub(super) fn remove_dir(quotas: Option<&Quotas>, dir: &Path) -> Result<()> {
     if let Some(quotas) = quotas {
         match quotas.release(dir) {
             Err(arbor_disk::Error::NotLimited(_)) => {}
@@ -334,7 +334,7 @@ fn remove_dir(quotas: Option<&Quotas>, dir: &Path) -> Result<()> {
 }
 
 /// The file in a sandbox's dir holding its init's host pid.
-const INIT_PID: &str = "init.pid";
+pub(super) const INIT_PID: &str = "init.pid";
 
 /// Refuses a spec no sandbox can be made from.
 fn validate(spec: &SandboxSpec) -> Result<()> {
@@ -380,38 +380,7 @@ impl Driver for LinuxDriver {
 
     async fn restore(&self, spec: &SandboxSpec, name: &str) -> Result<Sandbox> {
         validate(spec)?;
-        let checkpoint = self.load_checkpoint(name)?;
-        if spec.layers != checkpoint.layers {
-            return Err(Error::InvalidSpec(format!("checkpoint {name} needs the layers it was taken on")));
-        }
-        let dir = self.dir(&spec.id);
-        if dir.exists() {
-            return Err(Error::AlreadyExists(spec.id.clone()));
-        }
-        let limit = match (&self.quotas, spec.disk_mib) {
-            (Some(_), mib) => Some(mib.map_or(u64::MAX, |m| m.saturating_mul(1 << 20))),
-            (None, Some(_)) => return Err(Error::InvalidSpec("this node has no disk limits".into())),
-            (None, None) => None,
-        };
-        let (src, dst, quotas) = (self.checkpoint_dir(name), dir.clone(), self.quotas.clone());
-        let copied = tokio::task::spawn_blocking(move || -> Result<()> {
-            // The copy is the sandbox's file system; the images stay with the
-            // checkpoint, and CRIU writes the new init's pid.
-            checkpoint::copy_dir(
-                quotas.as_deref(),
-                &src,
-                &dst,
-                limit,
-                &[checkpoint::IMAGES, checkpoint::META, INIT_PID],
-            )
-        })
-        .await
-        .map_err(|e| Error::Task("copying a checkpoint", e.to_string()))?;
-        if let Err(e) = copied {
-            let _ = remove_dir(self.quotas.as_deref(), &dir);
-            return Err(e);
-        }
-        self.boot(spec, &dir, Boot::Restore(&checkpoint)).await
+        self.restore_sandbox(spec, name).await
     }
 
     async fn checkpoint_info(&self, name: &str) -> Result<Checkpoint> {
