@@ -57,6 +57,8 @@ pub struct Config {
 #[derive(Debug)]
 pub struct LinuxDriver {
     sandboxes: PathBuf,
+    /// Checkpoints' memory images and metadata (`<data_dir>/checkpoints`).
+    checkpoints: PathBuf,
     envd: PathBuf,
     launcher: PathBuf,
     cgroups: Hierarchy,
@@ -82,7 +84,10 @@ impl LinuxDriver {
     /// meant to live in the node's long-running process.
     pub async fn new(cfg: Config) -> Result<Self> {
         let sandboxes = cfg.data_dir.join("sandboxes");
-        std::fs::create_dir_all(&sandboxes).map_err(Error::io("creating", &sandboxes))?;
+        let checkpoints = cfg.data_dir.join("checkpoints");
+        for dir in [&sandboxes, &checkpoints] {
+            std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        }
         for (what, path) in [("envd binary", &cfg.envd), ("arbor-launch binary", &cfg.launcher)] {
             if !path.is_file() {
                 return Err(Error::InvalidSpec(format!("{what} not found at {}", path.display())));
@@ -99,6 +104,7 @@ impl LinuxDriver {
         };
         Ok(Self {
             sandboxes,
+            checkpoints,
             envd: cfg.envd,
             launcher: cfg.launcher,
             cgroups: Hierarchy::detect()?,
@@ -134,10 +140,10 @@ impl LinuxDriver {
         self.net.as_ref()
     }
 
-    /// Where checkpoint `name` is kept (its file system copy in it, as the
-    /// sandbox's directory was): for tools and tests that read it.
+    /// Where checkpoint `name`'s copy of the sandbox's directory is kept
+    /// (its `upper` holds the files as they were): for tools and tests.
     pub fn checkpoint_path(&self, name: &str) -> PathBuf {
-        self.checkpoint_dir(name)
+        self.checkpoint_fs(name)
     }
 
     fn dir(&self, id: &str) -> PathBuf {

@@ -21,8 +21,8 @@ pub async fn run(driver: &LinuxDriver, keep: &HashSet<String>) -> Result<Vec<Str
     // A crashed predecessor's `criu dump` or `criu restore` goes on without
     // it and holds sandbox processes (seized, half restored) until done:
     // nothing here can be judged before they end.
-    let sandboxes = driver.sandboxes.clone();
-    tokio::task::spawn_blocking(move || wait_for_criu(&sandboxes))
+    let checkpoints = driver.checkpoints.clone();
+    tokio::task::spawn_blocking(move || wait_for_criu(&checkpoints))
         .await
         .map_err(|e| crate::error::Error::Task("waiting for CRIU", e.to_string()))?;
     let mut found: BTreeSet<String> = driver.list().await?.into_iter().collect();
@@ -71,9 +71,9 @@ pub async fn run(driver: &LinuxDriver, keep: &HashSet<String>) -> Result<Vec<Str
     }
 }
 
-/// Pids of the CRIU processes working on checkpoints under `sandboxes`.
-fn criu_processes(sandboxes: &Path) -> Vec<i32> {
-    let needle = format!("{}/.ckpt-", sandboxes.display());
+/// Pids of the CRIU processes working on images under `checkpoints`.
+fn criu_processes(checkpoints: &Path) -> Vec<i32> {
+    let needle = format!("{}/", checkpoints.display());
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .flatten()
@@ -88,10 +88,10 @@ fn criu_processes(sandboxes: &Path) -> Vec<i32> {
 
 /// Waits until no CRIU works on this node's checkpoints; kills what
 /// outlasts [`CRIU_WAIT`].
-fn wait_for_criu(sandboxes: &Path) {
+fn wait_for_criu(checkpoints: &Path) {
     let start = Instant::now();
     loop {
-        let pids = criu_processes(sandboxes);
+        let pids = criu_processes(checkpoints);
         if pids.is_empty() {
             return;
         }
