@@ -84,6 +84,7 @@ fn counts_on(sbx: &arbor_runtime::Sandbox, from: u64, pid: &str) {
 async fn pause_resume_and_clone(disk: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let layer: PathBuf = common::busybox_layer(tmp.path());
+    let _parent = common::ParentCleanup(common::test_cgroup_parent(tmp.path()));
     let driver = common::driver_full(tmp.path(), true, disk).await;
     let origin = driver.create(&spec("ck-origin", &layer, disk)).await.unwrap();
     start_counter(&origin);

@@ -81,12 +81,30 @@ pub async fn driver_with_disk(dir: &Path) -> LinuxDriver {
 }
 
 /// A driver with networking and, if asked, disk limits (an image in `dir`),
-/// under a cgroup parent of its own so that its reconcile never touches
-/// another test's sandboxes. Call `decommission` at the end.
+/// under a cgroup parent of its own (see [`test_cgroup_parent`]) so that its
+/// reconcile never touches another test's sandboxes. Call `decommission` at
+/// the end.
 pub async fn driver_full(dir: &Path, network: bool, disk: bool) -> LinuxDriver {
     let disk = disk.then(|| arbor_disk::Config { image: Some(dir.join("sandboxes.img")), image_size: 1 << 30 });
-    let parent = format!("arbor-test-{}", dir.file_name().unwrap().to_string_lossy().to_lowercase());
-    build_driver(dir, network, disk).await.with_cgroup_parent(&parent)
+    build_driver(dir, network, disk).await.with_cgroup_parent(&test_cgroup_parent(dir))
+}
+
+/// The cgroup parent of [`driver_full`]'s sandboxes for the test dir `dir`.
+pub fn test_cgroup_parent(dir: &Path) -> String {
+    format!("arbor-test-{}", dir.file_name().unwrap().to_string_lossy().to_lowercase())
+}
+
+/// Removes the (empty) cgroup parent `parent` from every hierarchy when
+/// dropped, however the test ends: the driver creates it and, as a node's
+/// parent, never removes it.
+pub struct ParentCleanup(pub String);
+
+impl Drop for ParentCleanup {
+    fn drop(&mut self) {
+        for ctrl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(ctrl.path().join(&self.0));
+        }
+    }
 }
 
 async fn build_driver(dir: &Path, network: bool, disk: Option<arbor_disk::Config>) -> LinuxDriver {
