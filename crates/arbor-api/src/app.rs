@@ -54,6 +54,20 @@ pub enum Source {
     },
 }
 
+/// A duration in milliseconds, as the store keeps times (saturating).
+pub fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// For `or_else` after a node call that removes something: already gone is done.
+pub fn gone(e: arbor_node::Error) -> arbor_node::Result<()> {
+    if e.is_not_found() {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 /// The name of the checkpoint that holds paused sandbox `id`.
 pub fn pause_checkpoint(id: &str) -> String {
     format!("pause-{id}")
@@ -145,13 +159,11 @@ impl App {
             if record.state == arbor_store::State::Running {
                 app.sample(&record).await;
             }
-            match app.node.stop(&record.id).await {
-                Ok(()) | Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
-                Err(e) => tracing::error!(id = %record.id, "stopping: {e}"),
+            if let Err(e) = app.node.stop(&record.id).await.or_else(gone) {
+                tracing::error!(id = %record.id, "stopping: {e}");
             }
-            match app.node.remove_checkpoint(&pause_checkpoint(&record.id)).await {
-                Ok(()) | Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
-                Err(e) => tracing::error!(id = %record.id, "removing its pause checkpoint: {e}"),
+            if let Err(e) = app.node.remove_checkpoint(&pause_checkpoint(&record.id)).await.or_else(gone) {
+                tracing::error!(id = %record.id, "removing its pause checkpoint: {e}");
             }
             app.cpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&record.id);
             app.store.delete_sandbox(&record.id).await?;

@@ -2,7 +2,7 @@
 //! restarted server honours them; the loops only look at the store.
 
 use crate::{
-    app::{now_ms, pause_checkpoint, App},
+    app::{ms, now_ms, pause_checkpoint, App},
     error::ApiResult,
 };
 use arbor_store::{SandboxRecord, SnapshotState, State};
@@ -44,10 +44,7 @@ pub async fn recover(app: &Arc<App>) -> arbor_store::Result<(usize, usize)> {
             keep.insert(record.id.clone());
         } else if checkpoints.contains(&pause_checkpoint(&record.id)) {
             tracing::warn!(id = %record.id, "the server stopped while pausing this sandbox; it is paused");
-            let now = now_ms();
-            record.state = State::Paused;
-            record.paused_at = Some(now);
-            record.end_at = now.saturating_add(i64::try_from(app.cfg.paused_retention.as_millis()).unwrap_or(i64::MAX));
+            app.mark_paused(&mut record, now_ms());
             record.host_addr = None;
             record.init_pid = None;
             app.store.update_sandbox(&record).await?;
@@ -76,7 +73,7 @@ pub async fn recover(app: &Arc<App>) -> arbor_store::Result<(usize, usize)> {
             tracing::warn!(id = %record.id, "the server stopped while pausing this sandbox; it runs on");
             record.state = State::Running;
             record.paused_at = None;
-            record.end_at = app.deadline(now_ms(), i64::try_from(app.cfg.default_timeout.as_millis()).unwrap_or(0));
+            record.end_at = app.deadline(now_ms(), ms(app.cfg.default_timeout));
             app.store.update_sandbox(&record).await?;
             app.register(&record);
             keep.insert(record.id.clone());
@@ -214,7 +211,7 @@ async fn activity(app: Arc<App>) {
 
 async fn prune(app: Arc<App>) {
     loop {
-        let before = now_ms() - i64::try_from(app.cfg.metrics_retention.as_millis()).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_sub(ms(app.cfg.metrics_retention));
         if let Err(e) = app.store.prune_metrics(before).await {
             tracing::warn!("pruning metrics: {e}");
         }

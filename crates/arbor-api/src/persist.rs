@@ -1,14 +1,16 @@
 //! Pause, resume, snapshots and clones as the control plane runs them.
 //!
-//! The node does the work (CRIU checkpoints); the store records each step in
-//! an order that lets `lifecycle::recover` finish or undo it after a crash:
-//! a sandbox is `paused` only once its checkpoint is complete, `running`
-//! again only once restored, and a snapshot is `ready` only once written.
+//! The node does the work (freezer, CRIU checkpoints); the store records each
+//! step in an order that lets `lifecycle::recover` finish or undo it after a
+//! crash: a sandbox is `paused` once frozen (a restart finds it frozen with no
+//! checkpoint and lets it run on, or with its checkpoint and releases it),
+//! `running` again only once thawed or restored, and a snapshot is `ready`
+//! only once written.
 //! Each operation runs in a task of its own, so a client that disconnects
 //! does not cancel it half-way, and under the sandbox's lock.
 
 use crate::{
-    app::{now_ms, pause_checkpoint, App, Source},
+    app::{gone, ms, now_ms, pause_checkpoint, App, Source},
     error::{ApiError, ApiResult},
     handlers::{existing, sandboxes::policy},
     ids,
@@ -41,23 +43,25 @@ fn start_spec(record: &SandboxRecord) -> ApiResult<StartSpec> {
 }
 
 fn not_found_if_gone(id: &str, e: arbor_node::Error) -> ApiError {
-    match e {
-        arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_)) => {
-            ApiError::new(StatusCode::NOT_FOUND, format!("paused sandbox {id} not found"))
-        }
-        other => other.into(),
+    if e.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, format!("paused sandbox {id} not found"))
+    } else {
+        e.into()
     }
 }
 
 impl App {
-    fn ms(d: std::time::Duration) -> i64 {
-        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-    }
-
     /// The deadline of a sandbox (re)started now with `timeout_ms`, within
     /// the maximum lifetime.
     pub fn deadline(&self, now: i64, timeout_ms: i64) -> i64 {
-        now.saturating_add(timeout_ms.min(Self::ms(self.cfg.max_lifetime)))
+        now.saturating_add(timeout_ms.min(ms(self.cfg.max_lifetime)))
+    }
+
+    /// Records `record` as paused at `now`, kept until the paused retention ends.
+    pub fn mark_paused(&self, record: &mut SandboxRecord, now: i64) {
+        record.state = State::Paused;
+        record.paused_at = Some(now);
+        record.end_at = now.saturating_add(ms(self.cfg.paused_retention));
     }
 
     /// Pauses running sandbox `id`; 409 if it is paused already. It answers
@@ -80,9 +84,7 @@ impl App {
                 return Err(e.into());
             }
             let now = now_ms();
-            record.state = State::Paused;
-            record.paused_at = Some(now);
-            record.end_at = now.saturating_add(Self::ms(app.cfg.paused_retention));
+            app.mark_paused(&mut record, now);
             if let Err(e) = app.store.update_sandbox(&record).await {
                 let _ = app.node.thaw(&id).await;
                 app.register(&record);
@@ -111,12 +113,9 @@ impl App {
         if record.state != State::Paused || record.paused_at != Some(paused_at) || record.host_addr.is_none() {
             return;
         }
-        match self.node.stop(&id).await {
-            Ok(()) | Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
-            Err(e) => {
-                tracing::error!(%id, "releasing a paused sandbox: {e}");
-                return;
-            }
+        if let Err(e) = self.node.stop(&id).await.or_else(gone) {
+            tracing::error!(%id, "releasing a paused sandbox: {e}");
+            return;
         }
         record.host_addr = None;
         record.init_pid = None;
@@ -138,7 +137,7 @@ impl App {
         let name = pause_checkpoint(id);
         match self.node.checkpoint_info(&name).await {
             Ok(_) => return Ok(()),
-            Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
         match self.store.get_sandbox(id).await? {
@@ -184,9 +183,8 @@ impl App {
                 return Err(e.into());
             }
             app.register(&record);
-            match app.node.remove_checkpoint(&name).await {
-                Ok(()) | Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
-                Err(e) => tracing::warn!(%id, "removing the pause checkpoint: {e}"),
+            if let Err(e) = app.node.remove_checkpoint(&name).await.or_else(gone) {
+                tracing::warn!(%id, "removing the pause checkpoint: {e}");
             }
             tracing::info!(%id, thawed = resident, "sandbox resumed");
             Ok((record, true))
@@ -264,10 +262,7 @@ impl App {
                 users.join(", ")
             )));
         }
-        match self.node.remove_checkpoint(&snap.id).await {
-            Ok(()) | Err(arbor_node::Error::Runtime(arbor_runtime::Error::NotFound(_))) => {}
-            Err(e) => return Err(e.into()),
-        }
+        self.node.remove_checkpoint(&snap.id).await.or_else(gone)?;
         self.store.delete_snapshot(&snap.id).await?;
         Ok(())
     }

@@ -28,5 +28,13 @@ pub enum Error {
     Net(#[from] arbor_net::Error),
 }
 
+impl Error {
+    /// Whether the sandbox or checkpoint the call named does not exist (an
+    /// answer callers that clean up treat as done).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Runtime(arbor_runtime::Error::NotFound(_)))
+    }
+}
+
 /// Result alias for the node.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

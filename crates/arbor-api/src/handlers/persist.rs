@@ -2,7 +2,7 @@
 
 use super::existing;
 use crate::{
-    app::{now_ms, App},
+    app::{ms, now_ms, App},
     error::{ApiError, ApiResult},
     model::{
         CloneRequest, CloneResponse, ClonedSandbox, ErrorBody, ForkRequest, ForkResult, NewSnapshot, SnapshotInfo,
@@ -134,7 +134,7 @@ fn clone_timeout_ms(app: &App, origin: &SandboxRecord, asked: Option<i64>) -> Ap
         (Some(t), _) if t <= 0 => Err(ApiError::bad_request(format!("timeout must be positive, got {t}"))),
         (Some(t), _) => Ok(t.saturating_mul(1000)),
         (None, State::Running) => Ok(origin.end_at.saturating_sub(now_ms()).max(1000)),
-        (None, _) => Ok(i64::try_from(app.cfg.default_timeout.as_millis()).unwrap_or(i64::MAX)),
+        (None, _) => Ok(ms(app.cfg.default_timeout)),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::{detail_json, existing, sandbox_json};
 use crate::{
-    app::{now_ms, App, Source},
+    app::{ms, now_ms, App, Source},
     error::{bad_json, ApiError, ApiResult},
     ids,
     model::{ConnectSandbox, NetworkConfig, NewSandbox, Sandbox, SandboxDetail, SetTimeout},
@@ -32,13 +32,13 @@ fn timeout_ms(app: &App, seconds: i64) -> ApiResult<i64> {
 fn requested_timeout_ms(app: &App, seconds: Option<i64>) -> ApiResult<i64> {
     match seconds {
         Some(t) => timeout_ms(app, t),
-        None => Ok(i64::try_from(app.cfg.default_timeout.as_millis()).unwrap_or(i64::MAX)),
+        None => Ok(ms(app.cfg.default_timeout)),
     }
 }
 
 /// The latest deadline a sandbox started at `started_at` may have.
 fn lifetime_end(app: &App, started_at: i64) -> i64 {
-    started_at.saturating_add(i64::try_from(app.cfg.max_lifetime.as_millis()).unwrap_or(i64::MAX))
+    started_at.saturating_add(ms(app.cfg.max_lifetime))
 }
 
 /// Egress policy from create's options; bad CIDRs are the caller's error.

@@ -232,11 +232,18 @@ impl LinuxDriver {
         Ok(Sandbox { id: spec.id.clone(), init_pid, host_addr })
     }
 
+    /// [`Error::NotFound`] unless sandbox `id` exists on this host.
+    fn must_exist(&self, id: &str) -> Result<()> {
+        if valid_id(id) && self.dir(id).exists() {
+            Ok(())
+        } else {
+            Err(Error::NotFound(id.to_string()))
+        }
+    }
+
     /// Freezes or thaws sandbox `id`.
     async fn freezer(&self, id: &str, freeze: bool) -> Result<()> {
-        if !valid_id(id) || !self.dir(id).exists() {
-            return Err(Error::NotFound(id.to_string()));
-        }
+        self.must_exist(id)?;
         let cgroup = self.cgroups.open(&self.cgroup_parent, id)?;
         tokio::task::spawn_blocking(move || if freeze { cgroup.freeze() } else { cgroup.thaw() })
             .await
@@ -406,16 +413,12 @@ impl Driver for LinuxDriver {
     }
 
     async fn destroy(&self, id: &str) -> Result<()> {
-        if !valid_id(id) || !self.dir(id).exists() {
-            return Err(Error::NotFound(id.to_string()));
-        }
+        self.must_exist(id)?;
         self.remove(id).await
     }
 
     async fn status(&self, id: &str) -> Result<Status> {
-        if !valid_id(id) || !self.dir(id).exists() {
-            return Err(Error::NotFound(id.to_string()));
-        }
+        self.must_exist(id)?;
         let running = self.init_pid(id).is_some_and(reap::alive);
         let cgroup = self.cgroups.open(&self.cgroup_parent, id)?;
         let disk_bytes = match &self.quotas {
