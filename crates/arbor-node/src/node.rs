@@ -201,7 +201,8 @@ fn enable_ksm() {
 }
 
 /// The hostname inside a sandbox: short, and telling which sandbox it is.
-fn hostname(id: &str) -> String {
+/// The hostname of sandbox `id` (also what the runtime writes into its `/etc`).
+pub fn hostname(id: &str) -> String {
     let short: String = id.chars().take(20).collect();
     format!("sbx-{short}")
 }
