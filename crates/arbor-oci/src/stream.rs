@@ -129,3 +129,30 @@ fn hex(bytes: &[u8]) -> String {
         s
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::Read;
+
+    use ruzstd::encoding::{compress_to_vec, CompressionLevel};
+
+    use super::Compression;
+
+    #[test]
+    fn zstd_reads_every_frame_and_skips_skippable_ones() {
+        let one = vec![b'a'; 200_000];
+        let two = b"second frame".to_vec();
+        let mut stream = compress_to_vec(&one[..], CompressionLevel::Fastest);
+        // A skippable frame (magic 0x184D2A50..5F, little-endian length, payload), as zstd:chunked writes.
+        stream.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        stream.extend_from_slice(&4u32.to_le_bytes());
+        stream.extend_from_slice(b"meta");
+        stream.extend(compress_to_vec(&two[..], CompressionLevel::Fastest));
+
+        let mut out = Vec::new();
+        Compression::Zstd.reader(&stream[..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out, [one, two].concat());
+    }
+}

@@ -356,3 +356,7 @@ fn set_times(path: &Path, mtime: i64) -> Result<()> {
     let t = TimeVal::new(mtime, 0);
     nix::sys::stat::lutimes(path, &t, &t).map_err(|e| Error::io("set times", path, e.into()))
 }
+
+#[cfg(test)]
+#[path = "unpack_tests.rs"]
+mod tests;
