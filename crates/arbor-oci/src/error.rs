@@ -145,9 +145,9 @@ impl Error {
                 if denied {
                     Error::AuthRequired { registry: registry.to_string(), reference: reference_s }
                 } else if unknown {
-                    Error::NotFound { reference: reference_s, detail: envelope.to_string() }
+                    Error::NotFound { reference: reference_s, detail: messages(&envelope) }
                 } else {
-                    Error::Registry { reference: reference_s, detail: envelope.to_string() }
+                    Error::Registry { reference: reference_s, detail: messages(&envelope) }
                 }
             }
             OciDistributionError::ServerError { code: 404, message, .. }
@@ -167,6 +167,12 @@ impl Error {
             other => Error::Registry { reference: reference_s, detail: error_chain(&other) },
         }
     }
+}
+
+/// The registry's error messages, without the client's wrapping.
+fn messages(envelope: &oci_client::errors::OciEnvelope) -> String {
+    let all: Vec<&str> = envelope.errors.iter().map(|e| e.message.as_str()).collect();
+    all.join("; ")
 }
 
 /// Joins an error and its sources, since reqwest hides the useful part (`Connection refused`) in them.

@@ -31,21 +31,36 @@ fn can_run() -> bool {
 struct Registry {
     child: Option<Child>,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
+
+/// bcrypt of "secret" (made once with Python's crypt module), for the registry's htpasswd file.
+const HTPASSWD: &str = "arbor:$2b$04$Z6Kn5L5nDEybIc/S2aIfleUvQUMfh0do7d.z/7.Al5wNMLuKN7BPe\n";
 
 impl Registry {
     fn start() -> Registry {
+        Self::start_with(false)
+    }
+
+    /// `with_auth`: HTTP basic auth, user `arbor`, password `secret`.
+    fn start_with(with_auth: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         // Ask the kernel for a free port, then hand it to the registry (a tiny race, acceptable in tests).
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = dir.path().join("config.yml");
+        let auth = if with_auth {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, HTPASSWD).unwrap();
+            format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", htpasswd.display())
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
+                 http:\n  addr: 127.0.0.1:{port}\n{auth}",
                 dir.path().join("data").display()
             ),
         )
@@ -58,7 +73,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .unwrap();
-        let reg = Registry { child: Some(child), port, _dir: dir };
+        let reg = Registry { child: Some(child), port, dir };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "registry did not listen on port {port}");
@@ -304,6 +319,62 @@ async fn registry_down_is_unreachable() {
         Err(e @ Error::Unreachable { .. }) => eprintln!("{e}"),
         other => panic!("expected Unreachable, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn credentials_are_required_and_used() {
+    if !can_run() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path());
+    let reg = Registry::start_with(true);
+    push(&img, &reg, "img", &["--dest-creds", "arbor:secret"]);
+    let reference = format!("{}/test/img:t", reg.host());
+
+    let creds = |password: &str| PullOptions {
+        username: Some("arbor".into()),
+        password: Some(password.into()),
+        insecure: None,
+    };
+    for opts in [PullOptions::default(), creds("wrong")] {
+        match resolve(&reference, &opts).await {
+            Err(e @ Error::AuthRequired { .. }) => eprintln!("{e}"),
+            other => panic!("expected AuthRequired, got {other:?}"),
+        }
+    }
+    let image = pull(&reference, &creds("secret"), &work.path().join("root")).await.unwrap();
+    assert_eq!(image.config.cmd, ["sh"]);
+    check_tree(&work.path().join("root"));
+}
+
+#[tokio::test]
+async fn corrupted_layer_is_a_digest_mismatch() {
+    if !can_run() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path());
+    let reg = Registry::start();
+    push(&img, &reg, "img", &[]);
+    // The largest blob in the registry's storage is the busybox layer: flip one byte in its middle.
+    let blob = walk(&reg.dir.path().join("data"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "data"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+
+    let reference = format!("{}/test/img:t", reg.host());
+    let dest = work.path().join("root");
+    match pull(&reference, &PullOptions::default(), &dest).await {
+        Err(e @ Error::DigestMismatch { .. }) => eprintln!("{e}"),
+        other => panic!("expected DigestMismatch, got {other:?}"),
+    }
+    assert!(!dest.join("bin/busybox").exists(), "corrupted layer not applied");
 }
 
 #[tokio::test]
