@@ -92,9 +92,10 @@ pub async fn pull(reference: &str, opts: &PullOptions, dest: &Path) -> Result<Im
         })?;
         let digest = layer.digest.clone();
         let diff_id = diff_id.clone();
-        let dest = dest.clone();
+        let dest_c = dest.clone();
         tracing::debug!(layer = %digest, size = layer.size, "applying layer");
         tokio::task::spawn_blocking(move || -> Result<()> {
+            let dest = dest_c;
             spool.seek(SeekFrom::Start(0)).map_err(|e| Error::io("rewind spool file for", &dest, e))?;
             let mut hashed = stream::HashingReader::new(compression.reader(BufReader::new(&mut spool)));
             unpack::apply_layer(&mut hashed, &dest, &digest)?;
@@ -109,7 +110,7 @@ pub async fn pull(reference: &str, opts: &PullOptions, dest: &Path) -> Result<Im
             Ok(())
         })
         .await
-        .map_err(|e| Error::io("apply layer onto", "", std::io::Error::other(e)))??;
+        .map_err(|e| Error::io("apply layer onto", &dest, std::io::Error::other(e)))??;
     }
     Ok(Image { digest: session.digest, config: session.config })
 }
