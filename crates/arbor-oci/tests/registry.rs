@@ -377,6 +377,67 @@ async fn corrupted_layer_is_a_digest_mismatch() {
     assert!(!dest.join("bin/busybox").exists(), "corrupted layer not applied");
 }
 
+/// Adds to the layout an OCI index tagged `tag` whose entries all point at the manifest of `t`, one per
+/// `(os, architecture)`; returns the digest of that manifest.
+fn add_index(img: &Path, tag: &str, platforms: &[(&str, &str)]) -> String {
+    use sha2::Digest;
+    let layout_index = img.join("index.json");
+    let mut layout: serde_json::Value = serde_json::from_slice(&std::fs::read(&layout_index).unwrap()).unwrap();
+    let manifests = layout["manifests"].as_array_mut().unwrap();
+    let target =
+        manifests.iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "t").unwrap().clone();
+    let entries: Vec<_> = platforms
+        .iter()
+        .map(|(os, arch)| {
+            serde_json::json!({
+                "mediaType": target["mediaType"], "digest": target["digest"], "size": target["size"],
+                "platform": { "os": os, "architecture": arch },
+            })
+        })
+        .collect();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let hex: String = sha2::Sha256::digest(&index).iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(img.join("blobs/sha256").join(&hex), &index).unwrap();
+    manifests.push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": format!("sha256:{hex}"),
+        "size": index.len(),
+        "annotations": { "org.opencontainers.image.ref.name": tag },
+    }));
+    std::fs::write(&layout_index, serde_json::to_vec(&layout).unwrap()).unwrap();
+    target["digest"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn index_resolves_to_linux_amd64() {
+    if !can_run() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let img = build_image(work.path());
+    let manifest = add_index(&img, "multi", &[("linux", "arm64"), ("linux", "amd64")]);
+    add_index(&img, "armonly", &[("linux", "arm64")]);
+    let reg = Registry::start();
+    for tag in ["multi", "armonly"] {
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", img.display()))
+            .arg(format!("docker://{}/test/{tag}:t", reg.host())));
+    }
+    let opts = PullOptions::default();
+    let (digest, _) = resolve(&format!("{}/test/multi:t", reg.host()), &opts).await.unwrap();
+    assert_eq!(digest, manifest, "the platform manifest's digest, not the index's");
+    match resolve(&format!("{}/test/armonly:t", reg.host()), &opts).await {
+        Err(e @ Error::NoPlatform { .. }) => eprintln!("{e}"),
+        other => panic!("expected NoPlatform, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn bad_references_are_refused() {
     let err = resolve("127.0.0.1:1/UPPER/case:t", &PullOptions::default()).await;
