@@ -28,7 +28,11 @@ pub struct App {
     /// Durable state.
     pub store: Store,
     /// This host's sandboxes.
-    pub node: Node,
+    pub node: Arc<Node>,
+    /// Template builds on this host.
+    pub builder: arbor_build::Builder,
+    /// Builds in progress (and finished ones since the start): logs and progress.
+    pub builds: crate::templates::Builds,
     /// Running sandboxes, for the proxy.
     pub registry: Registry,
     /// Recently verified API keys.
@@ -85,10 +89,15 @@ pub fn rfc3339(ms: i64) -> String {
 impl App {
     /// The control plane over `store` and `node`.
     pub fn new(cfg: ApiConfig, store: Store, node: Node) -> Arc<App> {
+        let node = Arc::new(node);
+        let root = node.layers().root().to_path_buf();
+        let builder = arbor_build::Builder::new(Arc::clone(&node), &root.join("build-cache"), &root.join("build-files"));
         Arc::new(App {
             cfg,
             store,
             node,
+            builder,
+            builds: crate::templates::Builds::new(root.join("builds")),
             registry: Registry::default(),
             keys: KeyCache::default(),
             locks: Locks::default(),

@@ -71,6 +71,18 @@ impl From<arbor_node::Error> for ApiError {
     }
 }
 
+impl From<arbor_build::Error> for ApiError {
+    fn from(e: arbor_build::Error) -> Self {
+        match e {
+            arbor_build::Error::Node(e) => e.into(),
+            e @ (arbor_build::Error::Invalid(_) | arbor_build::Error::Step { .. } | arbor_build::Error::Start(_)) => {
+                ApiError::bad_request(e.to_string())
+            }
+            other => ApiError::internal("build", other),
+        }
+    }
+}
+
 /// Result alias for handlers.
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
 

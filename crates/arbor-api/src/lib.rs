@@ -26,6 +26,7 @@ pub mod openapi;
 pub mod persist;
 pub mod proxy;
 pub mod registry;
+pub mod templates;
 mod routes;
 
 pub use app::App;

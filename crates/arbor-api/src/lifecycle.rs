@@ -83,6 +83,7 @@ pub async fn recover(app: &Arc<App>) -> arbor_store::Result<(usize, usize)> {
             dropped += 1;
         }
     }
+    wanted.extend(app.recover_builds().await?);
     for snap in app.store.snapshots_in_state(SnapshotState::Creating).await? {
         tracing::warn!(snapshot = %snap.id, "snapshot interrupted by a restart; forgetting it");
         app.store.delete_snapshot(&snap.id).await?;

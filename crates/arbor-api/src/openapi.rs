@@ -21,7 +21,7 @@ use utoipa::OpenApi;
         handlers::persist::pause,
         handlers::persist::create_snapshot,
         handlers::persist::list_snapshots,
-        handlers::persist::delete_template,
+        handlers::templates::delete,
         handlers::persist::clone,
         handlers::persist::fork,
         handlers::sandboxes::resume,

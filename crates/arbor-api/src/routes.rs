@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// `/openapi.json` public. Non-API paths fall through to `fallback` (the
 /// envd proxy).
 pub fn router(app: Arc<App>, fallback: Router) -> Router {
-    use handlers::{list, metrics, network, persist, sandboxes, unsupported};
+    use handlers::{list, metrics, network, persist, sandboxes, templates, unsupported};
     let api = Router::new()
         .route("/sandboxes", get(list::list_v1).post(sandboxes::create))
         .route("/v2/sandboxes", get(list::list_v2).post(sandboxes::create))
@@ -30,14 +30,14 @@ pub fn router(app: Arc<App>, fallback: Router) -> Router {
         .route("/sandboxes/{id}/fork", post(persist::fork))
         .route("/sandboxes/{id}/{op}", post(unsupported::sandbox_operation).get(unsupported::sandbox_operation))
         .route("/snapshots", get(persist::list_snapshots))
-        .route("/templates", get(unsupported::unknown).post(unsupported::unknown))
-        .route("/templates/{id}", get(unsupported::unknown).post(unsupported::unknown).delete(persist::delete_template))
-        .route(
-            "/templates/{id}/{*rest}",
-            get(unsupported::unknown).post(unsupported::unknown).delete(unsupported::unknown),
-        )
-        .route("/v2/templates", get(unsupported::unknown))
-        .route("/v3/templates", post(unsupported::unknown))
+        .route("/templates", get(templates::list).post(unsupported::unknown))
+        .route("/v2/templates", get(templates::list))
+        .route("/v3/templates", post(templates::request_build))
+        .route("/templates/aliases/{alias}", get(templates::alias))
+        .route("/templates/{id}", get(templates::info).post(unsupported::unknown).delete(templates::delete))
+        .route("/templates/{id}/files/{hash}", get(templates::file_link).put(templates::file_upload))
+        .route("/templates/{id}/builds/{build}/status", get(templates::status))
+        .route("/v2/templates/{id}/builds/{build}", post(templates::start))
         .route("/volumes", get(unsupported::unknown).post(unsupported::unknown))
         .route("/secrets", get(unsupported::unknown).post(unsupported::unknown))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth::require_key))

@@ -8,7 +8,7 @@ use crate::{
     envd::{Command, Envd},
     error::{Error, Result},
     log::{BuildLog, Level},
-    request::{absolute, RawStep, Step},
+    request::{absolute, RawStep, RegistryAuth, Step},
 };
 use arbor_layers::{LayerId, LayerStore};
 use arbor_node::{Node, StartSpec, Template};
@@ -142,8 +142,8 @@ fn random_hex(bytes: usize) -> Result<String> {
 impl Builder {
     /// A builder on `node`, caching under `cache_dir`, reading uploaded
     /// COPY files (`<hash>`) from `files_dir`.
-    pub fn new(node: Arc<Node>, cache_dir: &Path, files_dir: &Path) -> Result<Builder> {
-        Ok(Builder { node, cache: Cache::open(cache_dir)?, files: files_dir.to_path_buf() })
+    pub fn new(node: Arc<Node>, cache_dir: &Path, files_dir: &Path) -> Builder {
+        Builder { node, cache: Cache::new(cache_dir), files: files_dir.to_path_buf() }
     }
 
     /// Where an uploaded COPY tar with this hash is kept.
@@ -153,6 +153,61 @@ impl Builder {
 
     fn store(&self) -> &LayerStore {
         self.node.layers()
+    }
+
+    /// The base of a build `FROM` an OCI image: pulled from its registry
+    /// into one layer, once per image digest.
+    pub async fn image_base(&self, reference: &str, auth: Option<&RegistryAuth>, log: &BuildLog) -> Result<Base> {
+        let host = reference.split('/').next().unwrap_or_default();
+        if !reference.contains('/') || !(host.contains('.') || host.contains(':') || host == "localhost") {
+            return Err(Error::Invalid(format!(
+                "FROM {reference}: name the registry (host[:port]/repository:tag); the only built-in image is debian:bookworm"
+            )));
+        }
+        let opts = arbor_oci::PullOptions {
+            username: auth.and_then(|a| a.username.clone()),
+            password: auth.and_then(|a| a.password.clone()),
+            insecure: None,
+        };
+        let bad = |e: arbor_oci::Error| Error::Invalid(format!("FROM {reference}: {e}"));
+        let (digest, config) = arbor_oci::resolve(reference, &opts).await.map_err(bad)?;
+        let key = format!("oci:{digest}");
+        let layers = match self.cache.get(&key, self.store()) {
+            Some(layers) => {
+                log.info(None, &format!("image {reference} ({digest}) cached"));
+                layers
+            }
+            None => {
+                log.info(None, &format!("pulling {reference} ({digest})"));
+                let dest = self.store().tmp_dir().join(format!("oci-{}", random_hex(8)?));
+                let pulled = arbor_oci::pull(reference, &opts, &dest).await.map_err(bad);
+                let store = self.store().clone();
+                let imported = match pulled {
+                    Ok(_) => tokio::task::spawn_blocking(move || {
+                        let id = store.import_dir(&dest).map_err(Error::from);
+                        let _ = std::fs::remove_dir_all(&dest);
+                        id
+                    })
+                    .await
+                    .map_err(|e| Error::Invalid(e.to_string()))?,
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&dest);
+                        Err(e)
+                    }
+                }?;
+                self.cache.put(&key, &[imported])?;
+                vec![imported]
+            }
+        };
+        let mut env: BTreeMap<String, String> = config.env.into_iter().collect();
+        env.entry("PATH".into()).or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        Ok(Base {
+            key,
+            layers,
+            user: config.user.unwrap_or_else(|| "root".into()),
+            workdir: config.workdir.unwrap_or_else(|| "/".into()),
+            env,
+        })
     }
 
     /// Runs `job`, logging to `log` and reporting to `progress`.

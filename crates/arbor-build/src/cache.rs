@@ -32,10 +32,9 @@ pub fn chain(parent: &str, step: &serde_json::Value) -> String {
 }
 
 impl Cache {
-    /// The cache in `dir` (created if missing).
-    pub fn open(dir: &Path) -> Result<Cache> {
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        Ok(Cache { dir: dir.to_path_buf() })
+    /// The cache in `dir` (created when first written).
+    pub fn new(dir: &Path) -> Cache {
+        Cache { dir: dir.to_path_buf() }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -52,6 +51,7 @@ impl Cache {
     /// Records `layers` for `key` (atomically: a reader never sees half).
     pub fn put(&self, key: &str, layers: &[LayerId]) -> Result<()> {
         let json = serde_json::to_vec(&Entry { layers: layers.to_vec() }).map_err(|e| Error::Invalid(e.to_string()))?;
+        std::fs::create_dir_all(&self.dir).map_err(Error::io(format!("creating {}", self.dir.display())))?;
         let tmp = self.dir.join(format!(".{key}.tmp"));
         std::fs::write(&tmp, json).map_err(Error::io(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, self.path(key)).map_err(Error::io("recording a cache entry"))

@@ -23,4 +23,4 @@ mod template;
 
 pub use error::{Error, Result};
 pub use node::{hostname, Node, NodeConfig, StartSpec, Started};
-pub use template::{Template, DEFAULT_CPU_COUNT, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB};
+pub use template::{Template, DEFAULT_CPU_COUNT, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, ENV_LABEL};

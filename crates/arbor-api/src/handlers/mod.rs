@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod network;
 pub mod persist;
 pub mod sandboxes;
+pub mod templates;
 pub mod unsupported;
 
 use crate::{

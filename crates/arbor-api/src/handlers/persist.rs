@@ -99,13 +99,6 @@ pub async fn list_snapshots(
     Ok((headers, Json(page.items.iter().map(info).collect())))
 }
 
-/// `DELETE /templates/{id}` for a snapshot: 204; 404 unknown; 409 in use.
-#[utoipa::path(delete, path = "/templates/{id}", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = crate::model::ErrorBody), (status = 409, body = crate::model::ErrorBody)))]
-pub async fn delete_template(AxState(app): AxState<Arc<App>>, Path(rest): Path<String>) -> ApiResult<StatusCode> {
-    app.delete_snapshot(&rest).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
 
 /// Checks a clone's `count` against the free sandbox quota: the count to
 /// make, or 429 when `strict` (or nothing is free).

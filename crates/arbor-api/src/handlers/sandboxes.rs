@@ -74,30 +74,36 @@ pub async fn create(
         return Err(ApiError::bad_request("auto-pause without memory (autoPauseMemory: false) is not supported"));
     }
     let template_id = req.template_id.clone().unwrap_or_else(|| "base".into());
-    // A snapshot's id works as a template: it is held (under its lock) until
-    // the new sandbox's record names it, so it cannot be deleted meanwhile.
-    let (snapshot_lock, snapshot, template) = match app.node.template(&template_id) {
-        Ok(template) => (None, None, Some(template)),
-        Err(arbor_node::Error::TemplateNotFound(_)) => {
-            let lock = app.locks.lock(&template_id).await;
-            match app.store.get_snapshot(&template_id).await? {
-                Some(snap) if snap.state == SnapshotState::Ready => (Some(lock), Some(snap), None),
-                _ => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found"))),
+    // A built template (name, name:version, id) is held under its
+    // version's lock until the new sandbox's record names it, and a
+    // snapshot's id (it works as a template) likewise, so neither can be
+    // deleted meanwhile.
+    let mut held = None;
+    let mut build_id = None;
+    let mut snapshot = None;
+    let (source, defaults) = if let Some((t, b)) = app.resolve_template(&template_id).await? {
+        held = Some(app.locks.lock(&b.id).await);
+        build_id = Some(b.id.clone());
+        (app.build_source(&b)?, (t.id.clone(), b.cpu_count, b.memory_mb, b.disk_mb))
+    } else {
+        match app.node.template(&template_id) {
+            Ok(template) => {
+                let defaults = (template.name.clone(), template.cpu_count, template.memory_mb, template.disk_mb);
+                (Source::Template(template), defaults)
             }
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let (source, defaults) = match (&snapshot, template) {
-        (Some(snap), _) => (
-            Source::Checkpoint { name: snap.id.clone(), saved_token: snap.envd_token.clone() },
-            (snap.id.clone(), snap.cpu_count, snap.memory_mb, snap.disk_mb),
-        ),
-        (None, Some(template)) => {
-            let defaults = (template.name.clone(), template.cpu_count, template.memory_mb, template.disk_mb);
-            (Source::Template(template), defaults)
-        }
-        (None, None) => {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found")))
+            Err(arbor_node::Error::TemplateNotFound(_)) => {
+                held = Some(app.locks.lock(&template_id).await);
+                match app.store.get_snapshot(&template_id).await? {
+                    Some(snap) if snap.state == SnapshotState::Ready => {
+                        let source = Source::Checkpoint { name: snap.id.clone(), saved_token: snap.envd_token.clone() };
+                        let defaults = (snap.id.clone(), snap.cpu_count, snap.memory_mb, snap.disk_mb);
+                        snapshot = Some(snap);
+                        (source, defaults)
+                    }
+                    _ => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found"))),
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
     };
     let (template_name, default_cpus, default_memory, disk_mb) = defaults;
@@ -164,10 +170,10 @@ pub async fn create(
         envd_version: arbor_proto::ENVD_VERSION.into(),
         domain: Some(app.cfg.domain.clone()),
         snapshot_id: snapshot.as_ref().map(|s| s.id.clone()),
-        build_id: None,
+        build_id,
     };
     app.store.insert_sandbox(&record).await?;
-    drop(snapshot_lock);
+    drop(held);
     let spec = StartSpec {
         id: record.id.clone(),
         cpu_count,
