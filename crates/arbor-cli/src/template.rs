@@ -161,12 +161,9 @@ pub async fn run(args: TemplateArgs) -> Result<i32> {
 fn prepare(a: &BuildArgs) -> Result<(Plan, BuildContext)> {
     let file = match &a.file {
         Some(f) => f.clone(),
-        None => DOCKERFILES.iter().map(|n| a.dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
-            Error::Usage(format!(
-                "no Dockerfile in {} (looked for {}); use -f FILE",
-                a.dir.display(),
-                DOCKERFILES.join(", ")
-            ))
+        None => dockerfile_in(&a.dir).ok_or_else(|| {
+            let names = DOCKERFILES.join(", ");
+            Error::Usage(format!("no Dockerfile in {} (looked for {names}); use -f FILE", a.dir.display()))
         })?,
     };
     let text =
@@ -258,7 +255,7 @@ async fn ctrl_c() {
     }
 }
 
-/// The Dockerfile path a build would use (for tests and messages).
+/// The Dockerfile a build of `dir` uses when `-f` is not given.
 pub fn dockerfile_in(dir: &Path) -> Option<PathBuf> {
     DOCKERFILES.iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
