@@ -253,6 +253,7 @@ mod tests {
             envd_version: "0.1.0".into(),
             domain: None,
             snapshot_id: None,
+            build_id: None,
         }
     }
 

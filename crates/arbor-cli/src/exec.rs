@@ -4,10 +4,10 @@
 
 use crate::client::Client;
 use crate::error::{root_cause, Error, Result};
-use arbor_proto::connect::{envelope, Envelope, EnvelopeDecoder, FLAG_END_STREAM};
-use arbor_proto::process::process_event::{data_event::Output, Event};
+use arbor_proto::connect::{envelope, EnvelopeDecoder};
+pub use arbor_proto::stream::{parse_frame, Frame};
 use arbor_proto::process::process_selector::Selector;
-use arbor_proto::process::{ProcessConfig, ProcessSelector, SendSignalRequest, Signal, StartRequest, StartResponse};
+use arbor_proto::process::{ProcessConfig, ProcessSelector, SendSignalRequest, Signal, StartRequest};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -28,57 +28,6 @@ pub struct ExecRequest {
     pub cwd: Option<String>,
     /// Extra environment variables.
     pub envs: BTreeMap<String, String>,
-}
-
-/// One decoded frame of a `process.Process/Start` response stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    /// The process started with this pid.
-    Started(u32),
-    /// Output on stdout.
-    Stdout(Bytes),
-    /// Output on stderr.
-    Stderr(Bytes),
-    /// The process ended.
-    Ended {
-        /// Exit code (-1 when killed by a signal).
-        exit_code: i32,
-        /// Whether it exited (rather than being killed).
-        exited: bool,
-        /// Go-style status, e.g. `exit status 1`, `signal: killed`.
-        status: String,
-    },
-    /// A keepalive or an event this CLI does not use.
-    Other,
-    /// The end-stream frame; `Some((code, message))` if it carries an error.
-    StreamEnd(Option<(String, String)>),
-}
-
-/// Decodes one envelope of the stream.
-pub fn parse_frame(env: &Envelope) -> std::result::Result<Frame, String> {
-    if env.flags & FLAG_END_STREAM != 0 {
-        let v: Value = if env.payload.iter().all(u8::is_ascii_whitespace) {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_slice(&env.payload).map_err(|e| format!("bad end-stream frame: {e}"))?
-        };
-        let error = v.get("error").filter(|e| !e.is_null()).map(|e| {
-            let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-            (Some(field("code")).filter(|c| !c.is_empty()).unwrap_or_else(|| "unknown".into()), field("message"))
-        });
-        return Ok(Frame::StreamEnd(error));
-    }
-    let msg: StartResponse = serde_json::from_slice(&env.payload).map_err(|e| format!("bad stream message: {e}"))?;
-    Ok(match msg.event.and_then(|e| e.event) {
-        Some(Event::Start(s)) => Frame::Started(s.pid),
-        Some(Event::Data(d)) => match d.output {
-            Some(Output::Stdout(b)) | Some(Output::Pty(b)) => Frame::Stdout(b),
-            Some(Output::Stderr(b)) => Frame::Stderr(b),
-            None => Frame::Other,
-        },
-        Some(Event::End(e)) => Frame::Ended { exit_code: e.exit_code, exited: e.exited, status: e.status },
-        Some(Event::Keepalive(_)) | None => Frame::Other,
-    })
 }
 
 /// The CLI's exit code for a finished process: its own code, or 128 + the
@@ -249,7 +198,7 @@ async fn stream_http_error(resp: reqwest::Response) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arbor_proto::connect::end_stream;
+    use arbor_proto::connect::{end_stream, Envelope, FLAG_END_STREAM};
 
     fn decode_all(bytes: &[u8]) -> Vec<Frame> {
         let mut dec = EnvelopeDecoder::default();

@@ -26,4 +26,5 @@ pub mod pid1;
 pub mod process;
 pub mod server;
 pub mod state;
+pub mod untar;
 pub mod users;

@@ -7,6 +7,10 @@ use clap::Parser;
 use std::{future::IntoFuture, sync::Arc};
 
 fn main() -> anyhow::Result<()> {
+    // Template builds run `arbor-envd untar ...` inside the build sandbox.
+    if std::env::args().nth(1).as_deref() == Some(arbor_envd::untar::COMMAND) {
+        return arbor_envd::untar::main(std::env::args().skip(2).collect());
+    }
     tune_allocator();
     let config = Config::parse();
     tracing_subscriber::fmt()

@@ -66,6 +66,13 @@ impl UserDb {
             .unwrap_or_else(|| uid.to_string())
     }
 
+    /// The GID of the group with this name.
+    pub fn group_id(&self, name: &str) -> Result<u32> {
+        let group = self.read("group")?;
+        let gid = parse_group(&group).find(|g| g.name == name).map(|g| g.gid);
+        gid.ok_or_else(|| Error::InvalidArgument(format!("group '{name}' does not exist in this sandbox")))
+    }
+
     /// Name of the group with this GID, or the number as text.
     pub fn group_name(&self, gid: u32) -> String {
         self.read("group")

@@ -22,5 +22,5 @@ mod persist;
 mod template;
 
 pub use error::{Error, Result};
-pub use node::{Node, NodeConfig, StartSpec, Started};
+pub use node::{hostname, Node, NodeConfig, StartSpec, Started};
 pub use template::{Template, DEFAULT_CPU_COUNT, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB};

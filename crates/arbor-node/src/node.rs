@@ -99,9 +99,36 @@ impl Node {
     }
 
     /// Starts a sandbox from `template`.
-    pub async fn start(&self, template: &Template, spec: StartSpec) -> Result<Started> {
+    pub async fn start(&self, template: &Template, mut spec: StartSpec) -> Result<Started> {
+        for (k, v) in &template.env {
+            spec.env_vars.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let token = spec.access_token.clone();
         let sandbox = self.sandbox_spec(spec, template.layers.clone());
-        started(self.driver.create(&sandbox).await?)
+        let started = started(self.driver.create(&sandbox).await?)?;
+        // envd starts with the defaults of `base`; a built template may name others.
+        if template.default_user != "user" || template.default_workdir.is_some() {
+            let body = serde_json::json!({
+                "defaultUser": template.default_user,
+                "defaultWorkdir": template.default_workdir.clone().unwrap_or_default(),
+            });
+            if let Err(e) = crate::persist::init_envd(started.host_addr, &token, body.to_string()).await {
+                let _ = self.driver.destroy(&sandbox.id).await;
+                return Err(e);
+            }
+        }
+        Ok(started)
+    }
+
+    /// The layer store templates come from.
+    pub fn layers(&self) -> &LayerStore {
+        &self.layers
+    }
+
+    /// Copies what sandbox `id` changed of its template to `dst` (overlayfs
+    /// upper-dir form); freeze it first. See [`Driver::export_changes`].
+    pub async fn export_changes(&self, id: &str, dst: &std::path::Path) -> Result<()> {
+        Ok(self.driver.export_changes(id, dst).await?)
     }
 
     /// The runtime's spec of sandbox `spec` on `layers`.
@@ -174,7 +201,8 @@ fn enable_ksm() {
 }
 
 /// The hostname inside a sandbox: short, and telling which sandbox it is.
-fn hostname(id: &str) -> String {
+/// The hostname of sandbox `id` (also what the runtime writes into its `/etc`).
+pub fn hostname(id: &str) -> String {
     let short: String = id.chars().take(20).collect();
     format!("sbx-{short}")
 }

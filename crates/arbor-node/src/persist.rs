@@ -64,11 +64,12 @@ impl Node {
     pub async fn restore(&self, name: &str, spec: StartSpec, saved_token: &str) -> Result<Started> {
         let checkpoint = self.driver.checkpoint_info(name).await?;
         let token = spec.access_token.clone();
+        let env_vars = spec.env_vars.clone();
         let sandbox = self.sandbox_spec(spec, checkpoint.layers);
         let restored = started(self.driver.restore(&sandbox, name).await?)?;
         let host_addr = restored.host_addr;
-        if token != saved_token {
-            let body = serde_json::json!({ "accessToken": token }).to_string();
+        if token != saved_token || !env_vars.is_empty() {
+            let body = serde_json::json!({ "accessToken": token, "envVars": env_vars }).to_string();
             if let Err(e) = init_envd(host_addr, saved_token, body).await {
                 let _ = self.driver.destroy(&sandbox.id).await;
                 return Err(e);
@@ -79,7 +80,7 @@ impl Node {
 }
 
 /// `POST /init` to the envd at `addr`, authenticated with `token`.
-async fn init_envd(addr: Ipv4Addr, token: &str, body: String) -> Result<()> {
+pub(crate) async fn init_envd(addr: Ipv4Addr, token: &str, body: String) -> Result<()> {
     let fail = |e: String| Error::Invalid(format!("handing the restored envd its settings: {e}"));
     let call = async {
         let stream = tokio::net::TcpStream::connect((addr, ENVD_PORT)).await.map_err(|e| fail(e.to_string()))?;

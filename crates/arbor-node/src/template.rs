@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use arbor_layers::{LayerStore, RefManifest};
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 /// vCPUs when a template names none.
 pub const DEFAULT_CPU_COUNT: u32 = 2;
@@ -10,6 +10,11 @@ pub const DEFAULT_CPU_COUNT: u32 = 2;
 pub const DEFAULT_MEMORY_MB: u64 = 512;
 /// Disk when a template names none.
 pub const DEFAULT_DISK_MB: u64 = 10 * 1024;
+
+/// The label holding a template's environment variables (a JSON object).
+pub const ENV_LABEL: &str = "env";
+/// The working directory envd uses when a template names none.
+const DEFAULT_WORKDIR: &str = "/home/user";
 
 /// A template ready to start sandboxes from.
 #[derive(Debug, Clone)]
@@ -20,6 +25,11 @@ pub struct Template {
     pub layers: Vec<PathBuf>,
     /// The user commands run as by default.
     pub default_user: String,
+    /// The working directory of commands that name none (`None`: the
+    /// user's home, envd's own default).
+    pub default_workdir: Option<String>,
+    /// Environment variables every process gets (a create's own override them).
+    pub env: BTreeMap<String, String>,
     /// Default vCPUs.
     pub cpu_count: u32,
     /// Default memory in MiB.
@@ -61,10 +71,20 @@ fn from_manifest(store: &LayerStore, name: &str, m: &RefManifest) -> Result<Temp
     };
     let cpu_count = u32::try_from(label("cpu_count", u64::from(DEFAULT_CPU_COUNT))?)
         .map_err(|_| Error::BadTemplate { name: name.to_string(), reason: "cpu_count out of range".into() })?;
+    let env = match m.labels.get(ENV_LABEL) {
+        None => BTreeMap::new(),
+        Some(v) => serde_json::from_str(v).map_err(|e| Error::BadTemplate {
+            name: name.to_string(),
+            reason: format!("label {ENV_LABEL} is not a JSON object of strings: {e}"),
+        })?,
+    };
+    let workdir = &m.envd.default_workdir;
     Ok(Template {
         name: name.to_string(),
         layers,
         default_user: m.envd.default_user.clone(),
+        default_workdir: (!workdir.is_empty() && workdir != DEFAULT_WORKDIR).then(|| workdir.clone()),
+        env,
         cpu_count,
         memory_mb: label("memory_mb", DEFAULT_MEMORY_MB)?,
         disk_mb: label("disk_mb", DEFAULT_DISK_MB)?,

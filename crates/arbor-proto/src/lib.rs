@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod connect;
+pub mod stream;
 
 /// Messages of the `process.Process` service.
 #[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]

@@ -78,4 +78,10 @@ pub trait Driver: Send + Sync {
     /// Names of the complete checkpoints on this host. (Incomplete ones, left
     /// by a crash, are removed by [`Driver::reconcile`].)
     async fn checkpoints(&self) -> Result<Vec<String>>;
+    /// Copies what sandbox `id` changed of its layers to `dst` (a directory
+    /// that must not exist yet), in overlayfs upper-dir form: deletions as
+    /// 0/0 character devices, replaced directories marked opaque. Template
+    /// builds turn it into a layer. Freeze the sandbox first for a
+    /// consistent copy.
+    async fn export_changes(&self, id: &str, dst: &std::path::Path) -> Result<()>;
 }

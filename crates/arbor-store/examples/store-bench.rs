@@ -39,6 +39,7 @@ fn record(i: usize) -> SandboxRecord {
         envd_version: "0.1.0".into(),
         domain: None,
         snapshot_id: None,
+        build_id: None,
     }
 }
 

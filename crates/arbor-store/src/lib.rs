@@ -53,6 +53,7 @@ mod metrics;
 mod query;
 mod sandbox;
 mod snapshot;
+mod template;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub use metrics::Metric;
 pub use query::{ListQuery, Page, Usage, DEFAULT_LIMIT, MAX_LIMIT};
 pub use sandbox::{SandboxRecord, State, TOUCH_GRANULARITY_MS};
 pub use snapshot::{SnapshotKind, SnapshotQuery, SnapshotRecord, SnapshotState};
+pub use template::{BuildRecord, BuildStatus, TemplateRecord};
 
 /// How long a SQLite connection waits for another writer before failing.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;

@@ -148,6 +148,10 @@ pub struct SandboxRecord {
     /// started from a template). While the sandbox is not killed, the
     /// snapshot counts as in use (see [`Store::snapshot_users`]).
     pub snapshot_id: Option<String>,
+    /// Template version (build) the sandbox started from, if it started
+    /// from a built template. While the sandbox is not killed, the version
+    /// counts as in use (see [`Store::build_users`]).
+    pub build_id: Option<String>,
 }
 
 /// Columns of `sandboxes` in the order [`bind_record`] binds and
@@ -155,7 +159,7 @@ pub struct SandboxRecord {
 pub(crate) const COLUMNS: &str = "id, template_id, alias, state, node_id, cpu_count, memory_mb, \
      disk_mb, metadata, env_vars, envd_token, traffic_token, secure, allow_internet, network, \
      auto_pause, auto_resume, idle_timeout_s, started_at, end_at, last_activity_at, paused_at, \
-     host_addr, init_pid, envd_version, domain, snapshot_id";
+     host_addr, init_pid, envd_version, domain, snapshot_id, build_id";
 
 /// The record's columns converted to what the `Any` driver can bind.
 struct Encoded {
@@ -188,7 +192,7 @@ fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("JSON encoding: {e}")))
 }
 
-/// Binds the columns of [`COLUMNS`], in order, as `$1…$27`.
+/// Binds the columns of [`COLUMNS`], in order, as `$1…$28`.
 fn bind_record<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
     r: &'q SandboxRecord,
@@ -221,6 +225,7 @@ fn bind_record<'q>(
         .bind(r.envd_version.as_str())
         .bind(r.domain.as_deref())
         .bind(r.snapshot_id.as_deref())
+        .bind(r.build_id.as_deref())
 }
 
 /// Reads a row selected with [`COLUMNS`].
@@ -261,6 +266,7 @@ pub(crate) fn decode_record(row: &AnyRow) -> Result<SandboxRecord> {
         envd_version: row.try_get("envd_version")?,
         domain: row.try_get("domain")?,
         snapshot_id: row.try_get("snapshot_id")?,
+        build_id: row.try_get("build_id")?,
         id,
     })
 }
@@ -268,9 +274,9 @@ pub(crate) fn decode_record(row: &AnyRow) -> Result<SandboxRecord> {
 const INSERT_SQL: &str = "INSERT INTO sandboxes (id, template_id, alias, state, node_id, \
      cpu_count, memory_mb, disk_mb, metadata, env_vars, envd_token, traffic_token, secure, \
      allow_internet, network, auto_pause, auto_resume, idle_timeout_s, started_at, end_at, \
-     last_activity_at, paused_at, host_addr, init_pid, envd_version, domain, snapshot_id) VALUES \
+     last_activity_at, paused_at, host_addr, init_pid, envd_version, domain, snapshot_id, build_id) VALUES \
      ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-     $21, $22, $23, $24, $25, $26, $27)";
+     $21, $22, $23, $24, $25, $26, $27, $28)";
 
 const UPDATE_SQL: &str = "UPDATE sandboxes SET template_id = $2, alias = $3, state = $4, \
      node_id = $5, cpu_count = $6, memory_mb = $7, disk_mb = $8, metadata = $9, env_vars = $10, \
@@ -278,7 +284,7 @@ const UPDATE_SQL: &str = "UPDATE sandboxes SET template_id = $2, alias = $3, sta
      auto_pause = $16, auto_resume = $17, idle_timeout_s = $18, started_at = $19, end_at = $20, \
      last_activity_at = CASE WHEN last_activity_at < $21 THEN $21 ELSE last_activity_at END, \
      paused_at = $22, host_addr = $23, init_pid = $24, \
-     envd_version = $25, domain = $26, snapshot_id = $27 WHERE id = $1";
+     envd_version = $25, domain = $26, snapshot_id = $27, build_id = $28 WHERE id = $1";
 
 impl Store {
     /// Inserts a new sandbox and its metadata pairs. [`Error::Conflict`] if
@@ -467,6 +473,7 @@ pub(crate) mod tests_support {
             envd_version: "0.1.0".into(),
             domain: None,
             snapshot_id: None,
+            build_id: None,
         }
     }
 }

@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use arbor_store::{
-    Backend, Error, ListQuery, Metric, SandboxRecord, SnapshotKind, SnapshotQuery, SnapshotRecord, SnapshotState,
-    State, Store, Usage, TOUCH_GRANULARITY_MS,
+    Backend, BuildRecord, BuildStatus, Error, ListQuery, Metric, SandboxRecord, SnapshotKind, SnapshotQuery, SnapshotRecord, SnapshotState,
+    State, Store, TemplateRecord, Usage, TOUCH_GRANULARITY_MS,
 };
 
 type Case = fn(String) -> Pin<Box<dyn Future<Output = ()>>>;
@@ -34,6 +34,7 @@ cases!(
     migration_over_v1,
     snapshots_crud_and_list,
     snapshot_users_rules,
+    templates_and_versions,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -111,6 +112,7 @@ fn record(id: &str, started_at: i64) -> SandboxRecord {
         envd_version: "0.1.0".into(),
         domain: None,
         snapshot_id: None,
+        build_id: None,
     }
 }
 
@@ -710,4 +712,69 @@ async fn snapshot_users_rules(url: String) {
     store.update_sandbox(&b).await.unwrap();
     assert_eq!(store.snapshot_users("s").await.unwrap(), ["a"]);
     assert_eq!(store.get_sandbox("b").await.unwrap().unwrap().snapshot_id, None);
+}
+
+fn build(id: &str, template_id: &str) -> BuildRecord {
+    BuildRecord {
+        id: id.into(),
+        template_id: template_id.into(),
+        version: 0,
+        status: BuildStatus::Waiting,
+        cpu_count: 2,
+        memory_mb: 1024,
+        disk_mb: 2048,
+        request: None,
+        node_ref: None,
+        checkpoint: None,
+        envd_token: None,
+        reason: None,
+        created_at: 1,
+        finished_at: None,
+    }
+}
+
+async fn templates_and_versions(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    let t = TemplateRecord { id: "t1".into(), name: "app".into(), created_at: 1 };
+    store.insert_template(&t).await.unwrap();
+    let dup = TemplateRecord { id: "t2".into(), name: "app".into(), created_at: 2 };
+    assert!(matches!(store.insert_template(&dup).await, Err(Error::Conflict(_))));
+    assert_eq!(store.template_by_name("app").await.unwrap(), Some(t.clone()));
+    assert_eq!(store.get_template("t1").await.unwrap(), Some(t.clone()));
+
+    // Versions count up per template, also when inserted concurrently.
+    assert_eq!(store.insert_build(&build("b1", "t1")).await.unwrap(), 1);
+    let (b2, b3) = (build("b2", "t1"), build("b3", "t1"));
+    let (a, b) = tokio::join!(store.insert_build(&b2), store.insert_build(&b3));
+    let mut got = [a.unwrap(), b.unwrap()];
+    got.sort_unstable();
+    assert_eq!(got, [2, 3]);
+    assert!(matches!(store.insert_build(&build("b1", "t1")).await, Err(Error::Conflict(_))));
+
+    let mut b1 = store.get_build("b1").await.unwrap().unwrap();
+    assert_eq!((b1.version, b1.status), (1, BuildStatus::Waiting));
+    b1.status = BuildStatus::Ready;
+    b1.node_ref = Some("templates/t1-v1".into());
+    b1.finished_at = Some(5);
+    store.update_build(&b1).await.unwrap();
+    assert_eq!(store.get_build("b1").await.unwrap().unwrap(), b1);
+    let versions: Vec<u32> = store.builds_of("t1").await.unwrap().iter().map(|b| b.version).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(store.builds_in_status(BuildStatus::Waiting).await.unwrap().len(), 2);
+
+    // Sandboxes that are not killed keep a version in use.
+    let mut s = record("s1", 10);
+    s.build_id = Some("b1".into());
+    store.insert_sandbox(&s).await.unwrap();
+    assert_eq!(store.build_users("b1").await.unwrap(), ["s1"]);
+    assert_eq!(store.get_sandbox("s1").await.unwrap().unwrap().build_id.as_deref(), Some("b1"));
+    store.set_state("s1", State::Killed, 11).await.unwrap();
+    assert!(store.build_users("b1").await.unwrap().is_empty());
+
+    assert!(store.delete_build("b3").await.unwrap());
+    assert!(!store.delete_build("b3").await.unwrap());
+    assert_eq!(store.list_templates().await.unwrap(), [t]);
+    assert!(store.delete_template("t1").await.unwrap());
+    assert!(store.builds_of("t1").await.unwrap().is_empty());
+    assert!(matches!(store.update_build(&b1).await, Err(Error::NotFound(_))));
 }

@@ -164,6 +164,7 @@ pub async fn create(
         envd_version: arbor_proto::ENVD_VERSION.into(),
         domain: Some(app.cfg.domain.clone()),
         snapshot_id: snapshot.as_ref().map(|s| s.id.clone()),
+        build_id: None,
     };
     app.store.insert_sandbox(&record).await?;
     drop(snapshot_lock);

@@ -412,6 +412,26 @@ impl Driver for LinuxDriver {
         self.checkpoint_names(true)
     }
 
+    async fn export_changes(&self, id: &str, dst: &Path) -> Result<()> {
+        self.must_exist(id)?;
+        let upper = self.dir(id).join("upper");
+        let out = tokio::process::Command::new("cp")
+            .args(["-a", "--reflink=auto", "--no-target-directory"])
+            .arg(&upper)
+            .arg(dst)
+            .output()
+            .await
+            .map_err(Error::io("running cp for", dst))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(dst);
+            return Err(Error::Checkpoint(format!(
+                "copying the changes of {id}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
     async fn destroy(&self, id: &str) -> Result<()> {
         self.must_exist(id)?;
         self.remove(id).await
