@@ -10,7 +10,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
 /// Escaped in a sandbox id used as a path segment: everything but RFC 3986 unreserved characters.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// The `User-Agent` the CLI sends.
 pub const USER_AGENT: &str = concat!("arbor-cli/", env!("CARGO_PKG_VERSION"));
@@ -78,12 +78,12 @@ impl Client {
         }
     }
 
-    async fn json(&self, resp: Response, url: &str) -> Result<Value> {
+    pub(crate) async fn json(&self, resp: Response, url: &str) -> Result<Value> {
         let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e, url))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::BadResponse { url: url.to_string(), reason: e.to_string() })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let url = self.url(path);
         let mut req = self.request(method, &url);
         if let Some(body) = body {
@@ -93,7 +93,7 @@ impl Client {
         self.json(resp, &url).await
     }
 
-    async fn call_empty(&self, method: Method, path: &str, body: Option<&Value>) -> Result<()> {
+    pub(crate) async fn call_empty(&self, method: Method, path: &str, body: Option<&Value>) -> Result<()> {
         let url = self.url(path);
         let mut req = self.request(method, &url);
         if let Some(body) = body {
@@ -233,9 +233,9 @@ impl Client {
         }
     }
 
-    /// `DELETE /templates/{id}` of a snapshot.
+    /// `DELETE /templates/{id}` of a snapshot (the endpoint that deletes templates).
     pub async fn delete_snapshot(&self, id: &str) -> Result<()> {
-        self.call_empty(Method::DELETE, &format!("/templates/{}", utf8_percent_encode(id, SEGMENT)), None).await
+        self.delete_template(id).await
     }
 }
 

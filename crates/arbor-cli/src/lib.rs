@@ -1,5 +1,5 @@
-//! The user side of the `arbor` command: `arbor sandbox ...` and
-//! `arbor config ...`, talking to an Arbor server's REST API and envd proxy
+//! The user side of the `arbor` command: `arbor sandbox ...`, `arbor
+//! template ...` and `arbor config ...`, talking to an Arbor server's REST API and envd proxy
 //! exactly as the official SDKs do (see `docs/cli.md`).
 //!
 //! External crates and why:
@@ -13,6 +13,8 @@
 //! * `percent-encoding` to build query strings byte-for-byte like the SDK.
 //! * `comfy-table` for the human tables.
 //! * `thiserror` for [`Error`].
+//! * `arbor-dockerfile` to parse Dockerfiles and pack COPY files locally,
+//!   `indicatif` for the build progress display on a terminal.
 #![warn(missing_docs)]
 
 pub mod client;
@@ -20,10 +22,13 @@ pub mod config;
 pub mod config_cmd;
 pub mod error;
 pub mod exec;
+pub mod follow;
 pub mod opts;
 pub mod output;
 pub mod query;
 pub mod sandbox;
 pub mod snapshot;
+pub mod template;
+pub mod template_api;
 
 pub use error::{Error, Result};

@@ -3,7 +3,7 @@
 mod keys;
 mod server;
 
-use arbor_cli::{config_cmd, sandbox, snapshot};
+use arbor_cli::{config_cmd, sandbox, snapshot, template};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -24,6 +24,9 @@ enum Cmd {
     Sandbox(sandbox::SandboxArgs),
     /// List and delete snapshots of sandboxes
     Snapshot(snapshot::SnapshotArgs),
+    /// Build templates from a Dockerfile; list, inspect and delete them
+    #[command(visible_alias = "tpl")]
+    Template(template::TemplateArgs),
     /// Manage API keys (on the server's host, directly in its store)
     Keys(keys::KeysArgs),
     /// Show or edit the CLI's config file
@@ -45,6 +48,7 @@ async fn main() -> ExitCode {
         Cmd::Keys(args) => keys::run(args).await.map(|()| 0).map_err(|e| format!("{e:#}")),
         Cmd::Sandbox(args) => sandbox::run(args).await.map_err(|e| e.to_string()),
         Cmd::Snapshot(args) => snapshot::run(args).await.map_err(|e| e.to_string()),
+        Cmd::Template(args) => template::run(args).await.map_err(|e| e.to_string()),
         Cmd::Config(args) => config_cmd::run(args).map(|()| 0).map_err(|e| e.to_string()),
     };
     match result {

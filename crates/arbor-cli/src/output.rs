@@ -151,6 +151,69 @@ pub fn metrics_table(items: &[Value]) -> String {
     render(&["TIMESTAMP", "CPU", "CPU %", "MEM USED MiB", "MEM TOTAL MiB"], rows)
 }
 
+/// A template's name: its first name, else alias, else id.
+fn template_name(v: &Value) -> String {
+    ["names", "aliases"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_array).and_then(|a| a.first()).and_then(Value::as_str))
+        .map(str::to_string)
+        .unwrap_or_else(|| s(v, "name"))
+}
+
+/// The table of `arbor template list`.
+pub fn template_table(items: &[Value]) -> String {
+    let rows = items
+        .iter()
+        .map(|v| {
+            vec![
+                template_name(v),
+                s(v, "version"),
+                s(v, "templateID"),
+                s(v, "buildStatus"),
+                s(v, "cpuCount"),
+                mem_cell(v),
+                s(v, "versions"),
+                short_time(&s(v, "updatedAt")),
+            ]
+        })
+        .collect();
+    render(&["NAME", "VERSION", "TEMPLATE ID", "STATUS", "CPU", "MEM", "VERSIONS", "UPDATED"], rows)
+}
+
+/// The view of `arbor template info`: the template, then its versions.
+pub fn template_detail(v: &Value) -> String {
+    let rows = vec![
+        vec!["NAME".into(), template_name(v)],
+        vec!["TEMPLATE ID".into(), s(v, "templateID")],
+        vec!["LATEST VERSION".into(), s(v, "version")],
+        vec!["CPU".into(), s(v, "cpuCount")],
+        vec!["MEM".into(), mem_cell(v)],
+        vec!["CREATED".into(), short_time(&s(v, "createdAt"))],
+        vec!["UPDATED".into(), short_time(&s(v, "updatedAt"))],
+    ];
+    let builds: Vec<Vec<String>> = v
+        .get("builds")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            vec![
+                s(b, "version"),
+                s(b, "buildID"),
+                s(b, "status"),
+                s(b, "cpuCount"),
+                mem_cell(b),
+                s(b, "layers"),
+                s(b, "inUse"),
+                short_time(&s(b, "createdAt")),
+                s(b, "startCmd"),
+            ]
+        })
+        .collect();
+    let head = ["VERSION", "BUILD ID", "STATUS", "CPU", "MEM", "LAYERS", "IN USE", "CREATED", "START CMD"];
+    format!("{}\n\n{}", render(&[], rows), render(&head, builds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +255,21 @@ TIMESTAMP             CPU  CPU %  MEM USED MiB  MEM TOTAL MiB
 2026-11-25 11:30:02Z  2    12.3   100           512
 2026-11-25 11:30:04Z  2    0.0    2             512";
         assert_eq!(m, expected);
+    }
+
+    #[test]
+    fn template_tables() {
+        let items = [json!({"templateID":"t1","names":["app"],"version":3,"versions":3,"buildStatus":"ready",
+                            "cpuCount":2,"memoryMB":1024,"updatedAt":"2026-11-25T11:30:00Z"})];
+        let expected = "\
+NAME  VERSION  TEMPLATE ID  STATUS  CPU  MEM       VERSIONS  UPDATED
+app   3        t1           ready   2    1024 MiB  3         2026-11-25 11:30:00Z";
+        assert_eq!(template_table(&items), expected);
+        let d = template_detail(&json!({"templateID":"t1","aliases":["app"],"version":2,"builds":[
+            {"version":1,"buildID":"b1","status":"ready","layers":4,"inUse":0},
+            {"version":2,"buildID":"b2","status":"error","startCmd":"srv --port 80"}]}));
+        assert!(d.starts_with("NAME            app\nTEMPLATE ID     t1\nLATEST VERSION  2\n"), "{d}");
+        assert!(d.contains("\n\nVERSION  BUILD ID  STATUS"), "{d}");
+        assert!(d.ends_with("2        b2        error   -    -    -       -       -        srv --port 80"), "{d}");
     }
 }

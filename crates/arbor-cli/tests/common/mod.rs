@@ -36,10 +36,13 @@ pub struct Seen {
     pub body: Option<Value>,
 }
 
+pub mod templates;
+
 #[derive(Default)]
 pub struct Inner {
     pub seen: Vec<Seen>,
     pub sandboxes: Vec<Value>,
+    pub templates: templates::Templates,
 }
 
 pub type Shared = Arc<Mutex<Inner>>;
@@ -196,6 +199,7 @@ impl Api {
             .route("/sandboxes/{id}/timeout", post(timeout))
             .route("/sandboxes/{id}/metrics", get(metrics))
             .route("/sandboxes/{id}/connect", post(connect))
+            .merge(templates::routes())
             .with_state(state.clone());
         if envd {
             let config = arbor_envd::config::Config {
