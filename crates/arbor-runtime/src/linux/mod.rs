@@ -4,8 +4,11 @@ pub mod caps;
 mod checkpoint;
 mod criu;
 mod dev;
+mod fuse;
+mod handoff;
 mod harden;
 pub mod launch;
+mod mountinfo;
 mod mounts;
 mod reap;
 mod reconcile;
@@ -207,7 +210,7 @@ impl LinuxDriver {
         };
         // The launcher starts as soon as the network namespace exists, while
         // its links and rules are built: the two take about as long.
-        let (init_pid, host_addr) = match (net, &spec.network) {
+        let ((init_pid, listener), host_addr) = match (net, &spec.network) {
             (Some(net), Some(policy)) => {
                 let (pinned, joinable) = tokio::sync::oneshot::channel();
                 let network = net.create_notify(&spec.id, policy.clone(), Some(pinned));
@@ -224,6 +227,9 @@ impl LinuxDriver {
         };
         let pid_file = dir.join(INIT_PID);
         std::fs::write(&pid_file, init_pid.to_string()).map_err(Error::io("writing", &pid_file))?;
+        if let Some(listener) = listener {
+            fuse::supervise(&spec.id, listener);
+        }
         if let Boot::Restore(checkpoint) = boot {
             if checkpoint.hostname != spec.hostname {
                 launch::rename_host(init_pid, &upper, &spec.hostname)?;
@@ -344,6 +350,13 @@ pub(super) fn remove_dir(quotas: Option<&Quotas>, dir: &Path) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", dir)(e)),
         _ => Ok(()),
     }
+}
+
+/// What `arbor-launch` reports on its stdout (a unix socket of the
+/// driver's): envd's host pid and, for a fresh sandbox, the listener of its
+/// seccomp filter.
+pub fn report(stdout: std::os::fd::BorrowedFd<'_>, pid: u32, listener: Option<std::os::fd::BorrowedFd<'_>>) -> Result<()> {
+    handoff::send(stdout, pid.to_string().as_bytes(), listener)
 }
 
 /// The file in a sandbox's dir holding its init's host pid.
