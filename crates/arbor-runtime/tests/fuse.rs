@@ -116,16 +116,18 @@ async fn fuse_in_a_sandbox(tmp: PathBuf, debs: PathBuf, base: Vec<PathBuf>) {
         Err(Error::FuseMounted(mounts)) => assert_eq!(mounts, vec!["/mnt/b".to_string()]),
         other => panic!("pause with a FUSE mount: {other:?}"),
     }
-    assert_eq!(ok(&sbx, "root", "cat /mnt/b/f && fusermount3 -u /mnt/b && grep -c fuse /proc/self/mountinfo || true"), "through-fuse\n0\n");
+    assert_eq!(ok(&sbx, "root", "cat /mnt/b/f && fusermount3 -u /mnt/b"), "through-fuse\n");
+    assert_eq!(ok(&sbx, "root", "grep -c ' - fuse' /proc/self/mountinfo || true"), "0\n");
 
     // A user mounts on a directory of its own through the setuid fusermount3.
     let out = ok(
         &sbx,
         "user",
-        "mkdir -p ~/src ~/m && echo mine > ~/src/f && bindfs ~/src ~/m && cat ~/m/f && \
-         grep -c 'user_id=1000' /proc/self/mountinfo && fusermount3 -u ~/m && grep -c fuse /proc/self/mountinfo || true",
+        "mkdir -p ~/src ~/m && echo mine > ~/src/f && bindfs --no-allow-other ~/src ~/m && cat ~/m/f && \
+         grep -c 'user_id=1000' /proc/self/mountinfo && fusermount3 -u ~/m",
     );
-    assert_eq!(out, "mine\n1\n0\n");
+    assert_eq!(out, "mine\n1\n");
+    assert_eq!(ok(&sbx, "root", "grep -c ' - fuse' /proc/self/mountinfo || true"), "0\n");
 
     // Everything else stays refused.
     for (user, script) in [
@@ -137,13 +139,17 @@ async fn fuse_in_a_sandbox(tmp: PathBuf, debs: PathBuf, base: Vec<PathBuf>) {
         ("root", "mount -t fuse.x x /mnt -o fd=0,rootmode=40000,user_id=0,group_id=0"),
         ("root", "exec 3<>/dev/fuse && mount -t fuseblk x /mnt -o fd=3,rootmode=40000,user_id=0,group_id=0"),
         ("root", "exec 3<>/dev/fuse && mount -t fuse x /proc -o fd=3,rootmode=40000,user_id=0,group_id=0"),
+        ("root", "exec 3<>/dev/fuse && mount -t fuse x /proc/sys/kernel -o fd=3,rootmode=40000,user_id=0,group_id=0"),
+        // Never over another mount: a mask, a device, /dev/shm.
+        ("root", "exec 3<>/dev/fuse && mount -t fuse x /proc/kcore -o fd=3,rootmode=100000,user_id=0,group_id=0"),
+        ("root", "exec 3<>/dev/fuse && mount -t fuse x /dev/shm -o fd=3,rootmode=40000,user_id=0,group_id=0"),
         ("user", "bindfs /src /mnt/b"),
         ("user", "exec 3<>/dev/fuse && python3 -c \"import ctypes,sys; sys.exit(ctypes.CDLL(None).mount(b'x', b'/tmp', b'fuse', 0, b'fd=3,rootmode=40000,user_id=1000,group_id=1000'))\""),
     ] {
         let out = run(&sbx, user, script);
         assert_ne!(out.code, 0, "{user}: {script} succeeded: {out:?}");
     }
-    assert_eq!(ok(&sbx, "root", "grep -c fuse /proc/self/mountinfo || true"), "0\n");
+    assert_eq!(ok(&sbx, "root", "grep -c ' - fuse' /proc/self/mountinfo || true"), "0\n");
 
     // With no FUSE mount left, the pause goes through.
     driver.checkpoint("fuse-1", "p", After::Stop).await.unwrap();

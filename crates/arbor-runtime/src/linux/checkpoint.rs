@@ -343,7 +343,8 @@ impl LinuxDriver {
 /// [`Error::FuseMounted`] if the sandbox of `init_pid` holds FUSE mounts:
 /// CRIU cannot dump them, and its attempt could wait on their daemons.
 fn refuse_fuse(init_pid: u32) -> Result<()> {
-    let mounts = super::mountinfo::fuse_mounts(init_pid).map_err(Error::io("reading the mounts of", format!("/proc/{init_pid}")))?;
+    let mounts = super::mountinfo::fuse_mounts(init_pid)
+        .map_err(Error::io("reading the mounts of", format!("/proc/{init_pid}")))?;
     if mounts.is_empty() {
         Ok(())
     } else {

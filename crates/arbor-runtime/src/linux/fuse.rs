@@ -28,16 +28,8 @@ use std::{
     ffi::CString,
     fs::File,
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
 };
 
-/// Requests of one sandbox handled at once; more get `EAGAIN` (a request
-/// whose path crosses a hung FUSE file system may wait until the sandbox
-/// ends).
-const MAX_IN_FLIGHT: usize = 4;
 /// FUSE mounts one sandbox may hold.
 const MAX_MOUNTS: usize = 32;
 /// Longest path, file system type or option string read from a caller.
@@ -64,15 +56,13 @@ const ALLOWED_UMOUNT: u64 = (libc::MNT_FORCE | libc::MNT_DETACH | libc::UMOUNT_N
 /// sandbox's last process is gone. Without it (the thread could not start,
 /// or the node restarted), `mount` in the sandbox answers `ENOSYS`.
 pub(super) fn supervise(id: &str, listener: OwnedFd) {
-    let listener = Arc::new(listener);
     let spawned = std::thread::Builder::new().name(format!("fuse-{id}")).spawn(move || serve(&listener));
     if let Err(e) = spawned {
         tracing::error!(%id, "starting the FUSE supervisor: {e}");
     }
 }
 
-fn serve(listener: &Arc<OwnedFd>) {
-    let in_flight = Arc::new(AtomicUsize::new(0));
+fn serve(listener: &OwnedFd) {
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
@@ -104,21 +94,11 @@ fn serve(listener: &Arc<OwnedFd>) {
                 }
             }
         }
-        if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            respond(listener, req.id, Err(Errno::EAGAIN));
-            continue;
-        }
-        let (shared, count) = (Arc::clone(listener), Arc::clone(&in_flight));
-        let worker = std::thread::Builder::new().name("fuse-call".into()).spawn(move || {
-            respond(&shared, req.id, handle(&shared, &req));
-            count.fetch_sub(1, Ordering::SeqCst);
-        });
-        if let Err(e) = worker {
-            tracing::error!("starting a FUSE call: {e}");
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            respond(listener, req.id, Err(Errno::EAGAIN));
-        }
+        // One call at a time: no mount or unmount of the sandbox's can
+        // happen between a call's checks and its action (the sandbox has no
+        // other way to mount). A call whose path crosses a hung FUSE file
+        // system holds up the sandbox's later ones until that daemon ends.
+        respond(listener, req.id, handle(listener, &req));
     }
 }
 
@@ -237,7 +217,8 @@ impl Caller {
         self,
         f: impl FnOnce(&File) -> Result<T, Errno> + Send + 'static,
     ) -> Result<T, Errno> {
-        let host_proc = File::from(open("/proc", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?);
+        let host_proc =
+            File::from(open("/proc", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?);
         std::thread::spawn(move || -> Result<T, Errno> {
             // This thread alone leaves the host's file system context.
             unshare(CloneFlags::CLONE_FS)?;
@@ -298,9 +279,12 @@ fn mount(listener: &OwnedFd, id: u64, caller: Caller, args: [u64; 6]) -> Result<
     let flags = flags | libc::MS_NOSUID | libc::MS_NODEV;
     caller.in_sandbox(move |host_proc| {
         let target = open(target.as_str(), OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
-        // Not over the kernel's own views; they hold the masks.
-        let fstype_there = mount_type(host_proc, target.as_raw_fd())?;
-        if matches!(fstype_there.as_str(), "proc" | "sysfs") {
+        // Never over another mount (the masks of /proc and /sys, the
+        // devices, envd, the root), nor anywhere in the kernel's own views.
+        if is_mount_root(&target)? {
+            return Err(Errno::EPERM);
+        }
+        if matches!(mount_type(host_proc, target.as_raw_fd())?.as_str(), "proc" | "sysfs") {
             return Err(Errno::EPERM);
         }
         nix::unistd::fchdir(host_proc)?;
@@ -326,29 +310,72 @@ fn umount(listener: &OwnedFd, id: u64, caller: Caller, args: [u64; 6]) -> Result
     }
     let target = caller.string(target)?;
     id_valid(listener, id)?;
+    // The last component is looked up from its directory, held open: a
+    // mount point cannot be renamed or removed, and no mount can change
+    // meanwhile, so what is checked is what is unmounted. The final
+    // component is never followed (a symlink there could point anywhere
+    // once checked).
+    let target = target.trim_end_matches('/');
+    let (dir, last) = match target.rsplit_once('/') {
+        Some(("", last)) => ("/".to_string(), last.to_string()),
+        Some((dir, last)) => (dir.to_string(), last.to_string()),
+        None => (".".to_string(), target.to_string()),
+    };
+    if matches!(last.as_str(), "" | "." | "..") {
+        return Err(Errno::EINVAL);
+    }
     caller.in_sandbox(move |host_proc| {
-        let mut oflags = OFlag::O_PATH | OFlag::O_CLOEXEC;
-        if flags & libc::UMOUNT_NOFOLLOW as u64 != 0 {
-            oflags |= OFlag::O_NOFOLLOW;
-        }
-        let target = open(target.as_str(), oflags, Mode::empty())?;
+        let dir = open(dir.as_str(), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let at = nix::fcntl::openat(
+            &dir,
+            last.as_str(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
         // Read from the mount table, not asked of the file system: a hung
         // FUSE daemon must not hang its own unmount.
-        if !is_fuse_type(&mount_type(host_proc, target.as_raw_fd())?) {
+        let fuse = is_fuse_type(&mount_type(host_proc, at.as_raw_fd())?);
+        // Holding it would keep the mount busy.
+        drop(at);
+        if !fuse {
             return Err(Errno::EPERM);
         }
         nix::unistd::fchdir(host_proc)?;
-        let at = CString::new(format!("thread-self/fd/{}", target.as_raw_fd())).map_err(|_| Errno::EINVAL)?;
-        // The magic link is followed whatever the caller asked: it stands
-        // for the target it already resolved.
-        let flags = i32::try_from(flags & !(libc::UMOUNT_NOFOLLOW as u64)).map_err(|_| Errno::EINVAL)?;
-        // SAFETY: `at` is a NUL-terminated string that outlives the call.
-        if unsafe { libc::umount2(at.as_ptr(), flags) } == 0 {
+        let path = CString::new(format!("thread-self/fd/{}/{last}", dir.as_raw_fd())).map_err(|_| Errno::EINVAL)?;
+        let flags = i32::try_from(flags).map_err(|_| Errno::EINVAL)? | libc::UMOUNT_NOFOLLOW;
+        // SAFETY: `path` is a NUL-terminated string that outlives the call.
+        if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
             Ok(())
         } else {
             Err(Errno::last())
         }
     })
+}
+
+/// Whether `fd` is the root of a mount. Asks the file system for nothing
+/// (`AT_STATX_DONT_SYNC`): the kernel fills the attribute itself.
+fn is_mount_root(fd: &OwnedFd) -> Result<bool, Errno> {
+    // SAFETY: statx is plain old data; zeroed is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let empty = c"";
+    // SAFETY: `empty` is NUL-terminated and `stx` is written by the call only.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE,
+            &mut stx,
+        )
+    };
+    if rc != 0 {
+        return Err(Errno::last());
+    }
+    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & root == 0 {
+        return Err(Errno::EPERM);
+    }
+    Ok(stx.stx_attributes & root != 0)
 }
 
 /// `fuse` or `fuse.<subtype>`; not `fuseblk`, which needs a block device.
@@ -369,11 +396,7 @@ fn mount_type(host_proc: &File, fd: RawFd) -> Result<String, Errno> {
     let info = read(format!("thread-self/fdinfo/{fd}"))?;
     let mnt_id = info.lines().find_map(|l| l.strip_prefix("mnt_id:")).map(str::trim).ok_or(Errno::EINVAL)?;
     let table = read("thread-self/mountinfo".into())?;
-    mountinfo::parse(&table)
-        .into_iter()
-        .find(|m| m.id == mnt_id)
-        .map(|m| m.fstype)
-        .ok_or(Errno::EINVAL)
+    mountinfo::parse(&table).into_iter().find(|m| m.id == mnt_id).map(|m| m.fstype).ok_or(Errno::EINVAL)
 }
 
 /// The options of a FUSE mount: only those `fusermount3` and libfuse pass.

@@ -55,8 +55,8 @@ pub fn run(spec: &LaunchSpec) -> Result<(u32, OwnedFd)> {
 
     let (report_r, report_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
     let (ready_r, ready_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
-    let (listener_r, listener_w) =
-        socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(Error::sys("socketpair"))?;
+    let (listener_r, listener_w) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(Error::sys("socketpair"))?;
     // SAFETY: this process is single-threaded (arbor-launch does nothing
     // else), so the child may allocate and make any call.
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
@@ -120,6 +120,7 @@ fn become_init(spec: &LaunchSpec, ready: OwnedFd, listener_w: OwnedFd) -> Result
     mounts::make_private()?;
     mounts::overlay(&spec.layers, &spec.upper, &spec.work, &spec.rootfs)?;
     name_host(&spec.rootfs, &spec.hostname)?;
+    link_mtab(&spec.rootfs)?;
     mounts::kernel_filesystems(&spec.rootfs)?;
     dev::populate(&spec.rootfs.join("dev"))?;
     mounts::bind_envd(&spec.envd, &spec.rootfs)?;
@@ -180,6 +181,19 @@ fn name_host(rootfs: &std::path::Path, hostname: &str) -> Result<()> {
     }
     let name_path = etc.join("hostname");
     std::fs::write(&name_path, format!("{hostname}\n")).map_err(Error::io("writing", &name_path))
+}
+
+/// Links `/etc/mtab` to `/proc/self/mounts` where the image has none, as
+/// Debian's own systems have it: `fusermount3 -u` run by a user looks its
+/// mount up there (and refuses to unmount without it). The link lands in the
+/// sandbox's own upper dir.
+fn link_mtab(rootfs: &std::path::Path) -> Result<()> {
+    let etc = rootfs.join("etc");
+    let mtab = etc.join("mtab");
+    if !etc.is_dir() || mtab.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    std::os::unix::fs::symlink("../proc/self/mounts", &mtab).map_err(Error::io("linking", &mtab))
 }
 
 /// Gives the restored sandbox of `init_pid` the hostname `hostname` (a

@@ -355,7 +355,11 @@ pub(super) fn remove_dir(quotas: Option<&Quotas>, dir: &Path) -> Result<()> {
 /// What `arbor-launch` reports on its stdout (a unix socket of the
 /// driver's): envd's host pid and, for a fresh sandbox, the listener of its
 /// seccomp filter.
-pub fn report(stdout: std::os::fd::BorrowedFd<'_>, pid: u32, listener: Option<std::os::fd::BorrowedFd<'_>>) -> Result<()> {
+pub fn report(
+    stdout: std::os::fd::BorrowedFd<'_>,
+    pid: u32,
+    listener: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<()> {
     handoff::send(stdout, pid.to_string().as_bytes(), listener)
 }
 

@@ -31,7 +31,11 @@ pub(super) fn parse(table: &str) -> Vec<Mount> {
 /// The mount points of the FUSE mounts in the mount namespace of `pid`.
 pub(super) fn fuse_mounts(pid: u32) -> std::io::Result<Vec<String>> {
     let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
-    Ok(parse(&table).into_iter().filter(|m| m.fstype.starts_with("fuse")).map(|m| m.mount_point).collect())
+    Ok(parse(&table)
+        .into_iter()
+        .filter(|m| m.fstype == "fuse" || m.fstype == "fuseblk" || m.fstype.starts_with("fuse."))
+        .map(|m| m.mount_point)
+        .collect())
 }
 
 /// Undoes the table's octal escapes (`\040` for a space, ...).
@@ -40,7 +44,8 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal =
+            bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal.and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok()) {
             Some(b) => {
                 out.push(b);
@@ -66,7 +71,10 @@ mod tests {
                      bad line\n";
         let mounts = parse(table);
         assert_eq!(mounts.len(), 2);
-        assert_eq!(mounts[1], Mount { id: "40".into(), mount_point: "/mnt/my dir".into(), fstype: "fuse.bindfs".into() });
+        assert_eq!(
+            mounts[1],
+            Mount { id: "40".into(), mount_point: "/mnt/my dir".into(), fstype: "fuse.bindfs".into() }
+        );
         assert_eq!(mounts[0].fstype, "overlay");
     }
 }
