@@ -13,8 +13,11 @@
 //! The call is carried out on a short-lived thread that joins the sandbox's
 //! mount namespace and takes the caller's root and working directory, so
 //! paths resolve exactly as the caller sees them and never reach the host.
-//! The target is opened once and mounted on (or unmounted) through its
-//! descriptor, so a path swapped after the checks changes nothing.
+//! A mount target is opened once and mounted on through its descriptor; an
+//! unmount target is looked up from its directory, held open, and its last
+//! component is never followed. Calls are served one at a time, so no
+//! mount changes between a call's checks and its action, and a path swapped
+//! meanwhile changes nothing.
 
 use super::mountinfo;
 use nix::{
