@@ -108,7 +108,12 @@ async fn fuse_in_a_sandbox(tmp: PathBuf, debs: PathBuf, base: Vec<PathBuf>) {
     let line = out.lines().nth(1).unwrap();
     assert!(line.contains(" - fuse") && line.contains("nosuid") && line.contains("nodev"), "{line}");
 
-    // A pause fails at once with a clear error, and the sandbox runs on.
+    // A pause (its freeze, then its checkpoint) fails at once with a clear
+    // error, and the sandbox runs on.
+    match driver.freeze("fuse-1").await {
+        Err(Error::FuseMounted(mounts)) => assert_eq!(mounts, vec!["/mnt/b".to_string()]),
+        other => panic!("freeze with a FUSE mount: {other:?}"),
+    }
     let paused = tokio::time::timeout(Duration::from_secs(20), driver.checkpoint("fuse-1", "p", After::Stop))
         .await
         .expect("a pause with a FUSE mount must not hang");

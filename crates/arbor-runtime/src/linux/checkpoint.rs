@@ -198,7 +198,7 @@ impl LinuxDriver {
         // Refused before the freeze (a task waiting on a FUSE daemon may
         // keep the freezer from finishing), and again once frozen, when no
         // new mount can appear.
-        refuse_fuse(init_pid)?;
+        super::mountinfo::refuse_fuse(init_pid)?;
         let externals = criu::external_mounts(init_pid)?;
         let (name_owned, ckpt_owned) = (name.to_string(), ckpt.clone());
         let quotas = self.quotas.clone();
@@ -207,7 +207,7 @@ impl LinuxDriver {
             let was_frozen = cgroup.is_frozen()?;
             cgroup.freeze()?;
             let dumped = (|| {
-                refuse_fuse(init_pid)?;
+                super::mountinfo::refuse_fuse(init_pid)?;
                 copy_dir(quotas.as_deref(), &dir, &fs, None, &[])?;
                 let images = ckpt_owned.join(IMAGES);
                 std::fs::create_dir_all(&images).map_err(Error::io("creating", &images))?;
@@ -337,17 +337,5 @@ impl LinuxDriver {
             return Err(e);
         }
         self.boot(spec, &dir, super::Boot::Restore(&checkpoint)).await
-    }
-}
-
-/// [`Error::FuseMounted`] if the sandbox of `init_pid` holds FUSE mounts:
-/// CRIU cannot dump them, and its attempt could wait on their daemons.
-fn refuse_fuse(init_pid: u32) -> Result<()> {
-    let mounts = super::mountinfo::fuse_mounts(init_pid)
-        .map_err(Error::io("reading the mounts of", format!("/proc/{init_pid}")))?;
-    if mounts.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::FuseMounted(mounts))
     }
 }

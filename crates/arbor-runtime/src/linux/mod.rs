@@ -247,14 +247,33 @@ impl LinuxDriver {
         }
     }
 
-    /// Freezes or thaws sandbox `id`.
+    /// Freezes or thaws sandbox `id`. A freeze (the first half of a pause)
+    /// is refused while the sandbox holds FUSE mounts, which no checkpoint
+    /// can save (docs/fuse.md): checked before, and again once frozen, when
+    /// no new mount can appear.
     async fn freezer(&self, id: &str, freeze: bool) -> Result<()> {
         self.must_exist(id)?;
+        let init_pid = self.init_pid(id);
+        if let (true, Some(pid)) = (freeze, init_pid) {
+            mountinfo::refuse_fuse(pid)?;
+        }
         let cgroup = self.cgroups.open(&self.cgroup_parent, id)?;
-        tokio::task::spawn_blocking(move || if freeze { cgroup.freeze() } else { cgroup.thaw() })
-            .await
-            .map_err(|e| Error::Task("the freezer", e.to_string()))?
-            .map_err(Error::from)
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            if !freeze {
+                return Ok(cgroup.thaw()?);
+            }
+            let was_frozen = cgroup.is_frozen()?;
+            cgroup.freeze()?;
+            match init_pid.map_or(Ok(()), mountinfo::refuse_fuse) {
+                Err(e) if !was_frozen => {
+                    cgroup.thaw()?;
+                    Err(e)
+                }
+                other => other,
+            }
+        })
+        .await
+        .map_err(|e| Error::Task("the freezer", e.to_string()))?
     }
 
     /// Starts the sandbox in `dir`; a failure leaves nothing behind.

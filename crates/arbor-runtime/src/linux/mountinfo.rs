@@ -2,6 +2,8 @@
 //! looks up the type of a mount, and checkpoints refuse a sandbox that holds
 //! a FUSE mount (CRIU cannot dump one).
 
+use crate::error::{Error, Result};
+
 /// One line of a mount table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Mount {
@@ -36,6 +38,18 @@ pub(super) fn fuse_mounts(pid: u32) -> std::io::Result<Vec<String>> {
         .filter(|m| m.fstype == "fuse" || m.fstype == "fuseblk" || m.fstype.starts_with("fuse."))
         .map(|m| m.mount_point)
         .collect())
+}
+
+/// [`Error::FuseMounted`] if the sandbox of `init_pid` holds FUSE mounts:
+/// CRIU cannot dump them, and freezing a task that waits on a FUSE daemon
+/// may never finish.
+pub(super) fn refuse_fuse(init_pid: u32) -> Result<()> {
+    let mounts = fuse_mounts(init_pid).map_err(Error::io("reading the mounts of", format!("/proc/{init_pid}")))?;
+    if mounts.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::FuseMounted(mounts))
+    }
 }
 
 /// Undoes the table's octal escapes (`\040` for a space, ...).
