@@ -54,6 +54,7 @@ fn policy(profile: &Value, arch_name: &str, arch: TargetArch, audit_arch: u32) -
         errno: u32::try_from(profile["default_errno"].as_u64().unwrap_or(0)).unwrap_or(0),
         newest_known: nr(profile["newest_known"].as_str().unwrap_or_default()),
         enosys: strings(&profile["enosys"], "enosys").iter().map(|n| nr(n)).collect(),
+        notify: strings(&profile["notify"], "notify").iter().map(|n| nr(n)).collect(),
         ..Policy::default()
     };
     assert!(policy.errno != 0, "{PROFILE}: default_errno must be set");
@@ -137,6 +138,7 @@ fn render(policy: &Policy, program: &[bpf::Insn], target: &str) -> String {
     let _ = writeln!(out, "#[cfg(test)]\nconst ALLOWED: &[u32] = &[{}];", list(&allow));
     let _ = writeln!(out, "#[cfg(test)]\nconst CONDITIONAL: &[u32] = &[{}];", list(&conditional));
     let _ = writeln!(out, "#[cfg(test)]\nconst ENOSYS_NRS: &[u32] = &[{}];", list(&policy.enosys));
+    let _ = writeln!(out, "#[cfg(test)]\nconst NOTIFY_NRS: &[u32] = &[{}];", list(&policy.notify));
     let _ = writeln!(out, "#[cfg(test)]\nconst AUDIT_ARCH: u32 = {};", policy.audit_arch);
     out
 }

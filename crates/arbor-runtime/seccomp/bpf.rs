@@ -47,6 +47,8 @@ pub struct Policy {
     pub conditional: Vec<(u32, Vec<Vec<Cond>>)>,
     /// Answer `ENOSYS`, as do all numbers above `newest_known`.
     pub enosys: Vec<u32>,
+    /// Go to the supervisor (`SECCOMP_RET_USER_NOTIF`), whatever the arguments.
+    pub notify: Vec<u32>,
     pub newest_known: u32,
     /// The errno of everything else.
     pub errno: u32,
@@ -67,6 +69,7 @@ const RET_K: u16 = 0x06;
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
 const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
 /// BPF_MAXINSNS: the longest program the kernel takes.
 const MAX_INSNS: usize = 4096;
 const ENOSYS: u32 = 38;
@@ -202,6 +205,12 @@ pub fn assemble(policy: &Policy) -> Result<Vec<Insn>, String> {
         let next = asm.label();
         asm.jump(JMP_JEQ_K, *nr, None, Some(next));
         asm.ja(enosys);
+        asm.here(next);
+    }
+    for nr in &policy.notify {
+        let next = asm.label();
+        asm.jump(JMP_JEQ_K, *nr, None, Some(next));
+        asm.stmt(RET_K, RET_USER_NOTIF);
         asm.here(next);
     }
     let known = asm.label();

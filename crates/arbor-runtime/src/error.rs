@@ -56,6 +56,14 @@ pub enum Error {
     /// CRIU is not installed, so there are no checkpoints on this node.
     #[error("checkpoints need CRIU >= 4 (scripts/build-criu.sh); none found")]
     NoCriu,
+    /// The sandbox holds FUSE mounts, which CRIU cannot save: it cannot be
+    /// checkpointed (paused, cloned, snapshotted) until they are unmounted.
+    #[error(
+        "the sandbox has FUSE file systems mounted at {}; a sandbox can be paused, cloned or snapshotted only \
+         after they are unmounted (fusermount3 -u)",
+        .0.join(", ")
+    )]
+    FuseMounted(Vec<String>),
     /// The launcher failed before envd started; its message says where.
     #[error("launching the sandbox failed: {0}")]
     Launch(String),

@@ -195,6 +195,10 @@ impl LinuxDriver {
         let meta = SandboxMeta::read(&dir)?;
         let cgroup = self.cgroups.open(&self.cgroup_parent, id)?;
         let freezer = cgroup.freezer_dir()?.to_path_buf();
+        // Refused before the freeze (a task waiting on a FUSE daemon may
+        // keep the freezer from finishing), and again once frozen, when no
+        // new mount can appear.
+        super::mountinfo::refuse_fuse(init_pid)?;
         let externals = criu::external_mounts(init_pid)?;
         let (name_owned, ckpt_owned) = (name.to_string(), ckpt.clone());
         let quotas = self.quotas.clone();
@@ -203,6 +207,7 @@ impl LinuxDriver {
             let was_frozen = cgroup.is_frozen()?;
             cgroup.freeze()?;
             let dumped = (|| {
+                super::mountinfo::refuse_fuse(init_pid)?;
                 copy_dir(quotas.as_deref(), &dir, &fs, None, &[])?;
                 let images = ckpt_owned.join(IMAGES);
                 std::fs::create_dir_all(&images).map_err(Error::io("creating", &images))?;

@@ -1,12 +1,13 @@
 //! `/dev` inside a sandbox: the usual character devices (bind-mounted from
 //! the host's, so no device cgroup or mknod policy is needed), a private
-//! devpts for terminals, `/dev/shm`, and `/dev/fuse` for FUSE mounts.
+//! devpts for terminals, `/dev/shm`, and `/dev/fuse` for FUSE mounts (a node
+//! of its own, see [`fuse_node`]).
 
 use crate::error::{Error, Result};
 use nix::mount::{mount, MsFlags};
 use std::{os::unix::fs::symlink, path::Path};
 
-const DEVICES: [&str; 7] = ["null", "zero", "full", "random", "urandom", "tty", "fuse"];
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Fills the tmpfs mounted at `dev`.
 pub fn populate(dev: &Path) -> Result<()> {
@@ -20,6 +21,7 @@ pub fn populate(dev: &Path) -> Result<()> {
         mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(Error::sys("binding a device"))?;
     }
+    fuse_node(dev)?;
     let pts = dev.join("pts");
     std::fs::create_dir_all(&pts).map_err(Error::io("creating", &pts))?;
     mount(
@@ -45,6 +47,26 @@ pub fn populate(dev: &Path) -> Result<()> {
         symlink(target, &path).map_err(Error::io("linking", &path))?;
     }
     Ok(())
+}
+
+/// Makes `/dev/fuse` (character device 10:229) with mode 0666, as
+/// distributions do, where the host has FUSE. A node of the sandbox's own
+/// rather than a bind of the host's: the host's may be 0600 (root only),
+/// and changing a bound node's mode would change the host's. Opening it
+/// gives nothing but a FUSE connection; mounting one goes through the
+/// node's supervisor (docs/fuse.md).
+fn fuse_node(dev: &Path) -> Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        return Ok(());
+    }
+    let node = dev.join("fuse");
+    let kind = nix::sys::stat::SFlag::S_IFCHR;
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+    nix::sys::stat::mknod(&node, kind, mode, nix::sys::stat::makedev(10, 229))
+        .map_err(Error::sys("mknod /dev/fuse"))?;
+    // mknod applied the umask.
+    nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, &node, mode, nix::sys::stat::FchmodatFlags::FollowSymlink)
+        .map_err(Error::sys("chmod /dev/fuse"))
 }
 
 /// Brings up `lo` in a fresh network namespace.

@@ -8,12 +8,13 @@
 
 use super::{caps, seccomp};
 use crate::error::Result;
+use std::os::fd::OwnedFd;
 
 /// Installs the seccomp filter and drops capabilities on the calling
 /// (single-threaded) process; both are inherited by envd and everything it
-/// starts.
-pub fn apply() -> Result<()> {
-    seccomp::install()?;
+/// starts. Returns the filter's listener, for the node's FUSE supervisor.
+pub fn apply() -> Result<OwnedFd> {
+    let listener = seccomp::install()?;
     caps::drop_to_kept()?;
-    Ok(())
+    Ok(listener)
 }

@@ -7,7 +7,7 @@
 //! second pipe once it listens; the launcher exits when it has, so the
 //! driver learns of readiness from the launcher's exit without polling.
 
-use super::{dev, mounts};
+use super::{dev, handoff, mounts};
 use crate::{
     error::{Error, Result},
     spec::{LaunchSpec, ENVD_PATH},
@@ -15,6 +15,7 @@ use crate::{
 use nix::{
     poll::{poll, PollFd, PollFlags, PollTimeout},
     sched::{setns, unshare, CloneFlags},
+    sys::socket::{socketpair, AddressFamily, SockFlag, SockType},
     unistd::{fork, pipe2, ForkResult},
 };
 use std::{
@@ -28,8 +29,9 @@ use std::{
 const READY_TIMEOUT_MS: u16 = 10_000;
 
 /// Starts the sandbox; returns envd's pid as the host sees it once envd
-/// listens.
-pub fn run(spec: &LaunchSpec) -> Result<u32> {
+/// listens, and the listener of the sandbox's seccomp filter (for the
+/// driver's FUSE supervisor).
+pub fn run(spec: &LaunchSpec) -> Result<(u32, OwnedFd)> {
     let me = std::process::id().to_string();
     for procs in &spec.cgroup_procs {
         std::fs::write(procs, &me).map_err(Error::io("joining cgroup", procs))?;
@@ -53,13 +55,16 @@ pub fn run(spec: &LaunchSpec) -> Result<u32> {
 
     let (report_r, report_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
     let (ready_r, ready_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe2"))?;
+    let (listener_r, listener_w) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(Error::sys("socketpair"))?;
     // SAFETY: this process is single-threaded (arbor-launch does nothing
     // else), so the child may allocate and make any call.
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
         ForkResult::Child => {
             drop(report_r);
             drop(ready_r);
-            let err = match become_init(spec, ready_w) {
+            drop(listener_r);
+            let err = match become_init(spec, ready_w, listener_w) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -72,13 +77,17 @@ pub fn run(spec: &LaunchSpec) -> Result<u32> {
         ForkResult::Parent { child } => {
             drop(report_w);
             drop(ready_w);
+            drop(listener_w);
             let mut msg = String::new();
             let _ = File::from(report_r).read_to_string(&mut msg);
             if !msg.is_empty() {
                 return Err(Error::Launch(msg));
             }
+            // Sent before the exec that closed the report pipe: already queued.
+            let (_, listener) = handoff::recv(listener_r.as_fd(), false)?;
+            let listener = listener.ok_or_else(|| Error::Launch("PID 1 sent no seccomp listener".into()))?;
             wait_ready(ready_r)?;
-            Ok(child.as_raw().unsigned_abs())
+            Ok((child.as_raw().unsigned_abs(), listener))
         }
     }
 }
@@ -104,13 +113,14 @@ fn wait_ready(pipe: OwnedFd) -> Result<()> {
 }
 
 /// In the new PID namespace, as its PID 1: root file system, then exec envd.
-fn become_init(spec: &LaunchSpec, ready: OwnedFd) -> Result<std::convert::Infallible> {
+fn become_init(spec: &LaunchSpec, ready: OwnedFd, listener_w: OwnedFd) -> Result<std::convert::Infallible> {
     // stdout is the pipe the driver reads the pid from: envd must not hold
     // it open. Until the pivot its output goes to the log (stderr).
     nix::unistd::dup2_stdout(std::io::stderr()).map_err(Error::sys("redirecting stdout"))?;
     mounts::make_private()?;
     mounts::overlay(&spec.layers, &spec.upper, &spec.work, &spec.rootfs)?;
     name_host(&spec.rootfs, &spec.hostname)?;
+    link_mtab(&spec.rootfs)?;
     mounts::kernel_filesystems(&spec.rootfs)?;
     dev::populate(&spec.rootfs.join("dev"))?;
     mounts::bind_envd(&spec.envd, &spec.rootfs)?;
@@ -141,7 +151,12 @@ fn become_init(spec: &LaunchSpec, ready: OwnedFd) -> Result<std::convert::Infall
     }
     nix::fcntl::fcntl(&ready, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
         .map_err(Error::sys("passing the ready pipe"))?;
-    super::harden::apply()?;
+    // The listener goes to the launcher (and on to the driver); no process
+    // of the sandbox keeps it: whoever holds it decides on mounts.
+    let listener = super::harden::apply()?;
+    handoff::send(listener_w.as_fd(), b"l", Some(listener.as_fd()))?;
+    drop(listener);
+    drop(listener_w);
     exec_envd(spec, ready.as_raw_fd())
 }
 
@@ -166,6 +181,19 @@ fn name_host(rootfs: &std::path::Path, hostname: &str) -> Result<()> {
     }
     let name_path = etc.join("hostname");
     std::fs::write(&name_path, format!("{hostname}\n")).map_err(Error::io("writing", &name_path))
+}
+
+/// Links `/etc/mtab` to `/proc/self/mounts` where the image has none, as
+/// Debian's own systems have it: `fusermount3 -u` run by a user looks its
+/// mount up there (and refuses to unmount without it). The link lands in the
+/// sandbox's own upper dir.
+fn link_mtab(rootfs: &std::path::Path) -> Result<()> {
+    let etc = rootfs.join("etc");
+    let mtab = etc.join("mtab");
+    if !etc.is_dir() || mtab.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    std::os::unix::fs::symlink("../proc/self/mounts", &mtab).map_err(Error::io("linking", &mtab))
 }
 
 /// Gives the restored sandbox of `init_pid` the hostname `hostname` (a

@@ -4,8 +4,11 @@ pub mod caps;
 mod checkpoint;
 mod criu;
 mod dev;
+mod fuse;
+mod handoff;
 mod harden;
 pub mod launch;
+mod mountinfo;
 mod mounts;
 mod reap;
 mod reconcile;
@@ -207,7 +210,7 @@ impl LinuxDriver {
         };
         // The launcher starts as soon as the network namespace exists, while
         // its links and rules are built: the two take about as long.
-        let (init_pid, host_addr) = match (net, &spec.network) {
+        let ((init_pid, listener), host_addr) = match (net, &spec.network) {
             (Some(net), Some(policy)) => {
                 let (pinned, joinable) = tokio::sync::oneshot::channel();
                 let network = net.create_notify(&spec.id, policy.clone(), Some(pinned));
@@ -224,6 +227,9 @@ impl LinuxDriver {
         };
         let pid_file = dir.join(INIT_PID);
         std::fs::write(&pid_file, init_pid.to_string()).map_err(Error::io("writing", &pid_file))?;
+        if let Some(listener) = listener {
+            fuse::supervise(&spec.id, listener);
+        }
         if let Boot::Restore(checkpoint) = boot {
             if checkpoint.hostname != spec.hostname {
                 launch::rename_host(init_pid, &upper, &spec.hostname)?;
@@ -241,14 +247,33 @@ impl LinuxDriver {
         }
     }
 
-    /// Freezes or thaws sandbox `id`.
+    /// Freezes or thaws sandbox `id`. A freeze (the first half of a pause)
+    /// is refused while the sandbox holds FUSE mounts, which no checkpoint
+    /// can save (docs/fuse.md): checked before, and again once frozen, when
+    /// no new mount can appear.
     async fn freezer(&self, id: &str, freeze: bool) -> Result<()> {
         self.must_exist(id)?;
+        let init_pid = self.init_pid(id);
+        if let (true, Some(pid)) = (freeze, init_pid) {
+            mountinfo::refuse_fuse(pid)?;
+        }
         let cgroup = self.cgroups.open(&self.cgroup_parent, id)?;
-        tokio::task::spawn_blocking(move || if freeze { cgroup.freeze() } else { cgroup.thaw() })
-            .await
-            .map_err(|e| Error::Task("the freezer", e.to_string()))?
-            .map_err(Error::from)
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            if !freeze {
+                return Ok(cgroup.thaw()?);
+            }
+            let was_frozen = cgroup.is_frozen()?;
+            cgroup.freeze()?;
+            match init_pid.map_or(Ok(()), mountinfo::refuse_fuse) {
+                Err(e) if !was_frozen => {
+                    cgroup.thaw()?;
+                    Err(e)
+                }
+                other => other,
+            }
+        })
+        .await
+        .map_err(|e| Error::Task("the freezer", e.to_string()))?
     }
 
     /// Starts the sandbox in `dir`; a failure leaves nothing behind.
@@ -344,6 +369,17 @@ pub(super) fn remove_dir(quotas: Option<&Quotas>, dir: &Path) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", dir)(e)),
         _ => Ok(()),
     }
+}
+
+/// What `arbor-launch` reports on its stdout (a unix socket of the
+/// driver's): envd's host pid and, for a fresh sandbox, the listener of its
+/// seccomp filter.
+pub fn report(
+    stdout: std::os::fd::BorrowedFd<'_>,
+    pid: u32,
+    listener: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<()> {
+    handoff::send(stdout, pid.to_string().as_bytes(), listener)
 }
 
 /// The file in a sandbox's dir holding its init's host pid.
