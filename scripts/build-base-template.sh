@@ -40,9 +40,15 @@ mkdir -p "$ARBOR_DATA_DIR"
 exec 9>"$ARBOR_DATA_DIR/.build-base.lock"
 flock 9
 
+# The recipe (this script) is part of what the template is: a change to it rebuilds.
+recipe=$(sha256sum "$0" | cut -c1-16)
 if [ "$force" -eq 0 ]; then
     status=0
     why=$("$LAYERS_BIN" check-ref "$REF" 2>&1) || status=$?
+    if [ "$status" -eq 0 ] && ! "$LAYERS_BIN" get-ref "$REF" | grep -q "\"recipe\": *\"$recipe\""; then
+        status=3
+        why="the recipe (scripts/build-base-template.sh) changed"
+    fi
     case "$status" in
         0) note "$REF is built and verifies: $("$LAYERS_BIN" get-ref "$REF" | grep -o 'sha256-[0-9a-f]*' | head -1)"
            exit 0 ;;
@@ -85,6 +91,13 @@ customize() {
     printf '# Written per sandbox by the Arbor runtime.\n' >"$r/etc/resolv.conf"
     chmod 0644 "$r/etc/hostname" "$r/etc/hosts" "$r/etc/resolv.conf"
     install -m 0755 /dev/null "$r$ENVD_MOUNT_POINT"
+    # The build host's own certificate authorities (/usr/local/share/ca-certificates: a company CA,
+    # a TLS-inspecting egress proxy's) are trusted in the image too, so that pip, apt over https and
+    # curl in sandboxes reach what the host reaches. Hosts without any add nothing.
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        cp /usr/local/share/ca-certificates/*.crt "$r/usr/local/share/ca-certificates/"
+        chroot "$r" update-ca-certificates >/dev/null 2>&1
+    fi
     # As in E2B's image, `pip install` works (into ~/.local for `user`) rather than refusing with
     # PEP 668's "externally managed environment".
     rm -f "$r"/usr/lib/python3*/EXTERNALLY-MANAGED
@@ -112,5 +125,5 @@ size=$(du -sh "$rootfs" | cut -f1)
 id=$("$LAYERS_BIN" import "$rootfs")
 "$LAYERS_BIN" set-ref "$REF" --layer "$id" \
     --envd-mount-point "$ENVD_MOUNT_POINT" --default-user user --default-workdir /home/user \
-    --label suite="$SUITE" --label builder=mmdebstrap --label packages="${PACKAGES[*]}"
+    --label suite="$SUITE" --label builder=mmdebstrap --label packages="${PACKAGES[*]}" --label recipe="$recipe"
 note "$REF -> $id ($size, built in $((SECONDS - started)) s)"

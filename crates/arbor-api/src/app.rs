@@ -91,7 +91,8 @@ impl App {
     pub fn new(cfg: ApiConfig, store: Store, node: Node) -> Arc<App> {
         let node = Arc::new(node);
         let root = node.layers().root().to_path_buf();
-        let builder = arbor_build::Builder::new(Arc::clone(&node), &root.join("build-cache"), &root.join("build-files"));
+        let builder =
+            arbor_build::Builder::new(Arc::clone(&node), &root.join("build-cache"), &root.join("build-files"));
         Arc::new(App {
             cfg,
             store,

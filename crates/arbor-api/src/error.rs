@@ -66,6 +66,7 @@ impl From<arbor_node::Error> for ApiError {
             }
             arbor_node::Error::Invalid(msg) => ApiError::bad_request(msg),
             arbor_node::Error::Runtime(arbor_runtime::Error::InvalidSpec(msg)) => ApiError::bad_request(msg),
+            arbor_node::Error::Runtime(e @ arbor_runtime::Error::FuseMounted(_)) => ApiError::conflict(e.to_string()),
             other => ApiError::internal("node", other),
         }
     }

@@ -26,8 +26,8 @@ pub mod openapi;
 pub mod persist;
 pub mod proxy;
 pub mod registry;
-pub mod templates;
 mod routes;
+pub mod templates;
 
 pub use app::App;
 pub use config::ApiConfig;

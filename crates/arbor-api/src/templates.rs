@@ -156,20 +156,28 @@ impl App {
 
     /// The base made of a layer-store template reference.
     fn ref_base(&self, reference: &str, what: &str) -> ApiResult<Base> {
-        let m = self.node.layers().get_ref(&format!("templates/{reference}")).map_err(|e| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("template {what}: {e}"))
-        })?;
+        let m = self
+            .node
+            .layers()
+            .get_ref(&format!("templates/{reference}"))
+            .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("template {what}: {e}")))?;
         let env = match m.labels.get(arbor_node::ENV_LABEL) {
             Some(v) => serde_json::from_str(v).unwrap_or_default(),
             None => BTreeMap::new(),
         };
         let key = m.layers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-        let workdir = if m.envd.default_workdir.is_empty() { "/home/user".into() } else { m.envd.default_workdir.clone() };
+        let workdir =
+            if m.envd.default_workdir.is_empty() { "/home/user".into() } else { m.envd.default_workdir.clone() };
         Ok(Base { key: format!("layers:{key}"), layers: m.layers, user: m.envd.default_user, workdir, env })
     }
 
     /// Starts build `b` of `template` with `req`, in the background.
-    pub async fn start_build(self: &Arc<Self>, mut b: BuildRecord, template: TemplateRecord, req: BuildRequest) -> ApiResult<()> {
+    pub async fn start_build(
+        self: &Arc<Self>,
+        mut b: BuildRecord,
+        template: TemplateRecord,
+        req: BuildRequest,
+    ) -> ApiResult<()> {
         for step in &req.steps {
             step.parse().map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
@@ -280,9 +288,11 @@ impl App {
         } else {
             let t = match self.store.get_template(x).await? {
                 Some(t) => t,
-                None => self.store.template_by_name(x).await?.ok_or_else(|| {
-                    ApiError::new(StatusCode::NOT_FOUND, format!("template {x} not found"))
-                })?,
+                None => self
+                    .store
+                    .template_by_name(x)
+                    .await?
+                    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("template {x} not found")))?,
             };
             let builds = self.store.builds_of(&t.id).await?;
             (t, builds)

@@ -200,7 +200,8 @@ impl Builder {
             }
         };
         let mut env: BTreeMap<String, String> = config.env.into_iter().collect();
-        env.entry("PATH".into()).or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.entry("PATH".into())
+            .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
         Ok(Base {
             key,
             layers,
@@ -217,8 +218,16 @@ impl Builder {
         let total = steps.len() + usize::from(job.start_cmd.is_some());
         progress.total.store(total, Ordering::Relaxed);
         let b = &job.base;
-        let mut state =
-            State { key: b.key.clone(), layers: b.layers.clone(), user: b.user.clone(), workdir: b.workdir.clone(), env: b.env.clone() };
+        // Steps run as root in `/` unless they say otherwise, as in a
+        // Dockerfile; the template keeps its base's user and working
+        // directory unless a USER or WORKDIR step changed them.
+        let mut state = State {
+            key: b.key.clone(),
+            layers: b.layers.clone(),
+            user: "root".into(),
+            workdir: "/".into(),
+            env: b.env.clone(),
+        };
         let mut force = job.force;
         let started = Instant::now();
         for (i, (step, raw)) in steps.iter().enumerate() {
@@ -235,6 +244,12 @@ impl Builder {
             })?;
             log.add(Level::Debug, Some(n), &format!("step {n} done in {:.2?}", t.elapsed()));
         }
+        if !steps.iter().any(|(s, _)| matches!(s, Step::User(_))) {
+            state.user = b.user.clone();
+        }
+        if !steps.iter().any(|(s, _)| matches!(s, Step::Workdir(_))) {
+            state.workdir = b.workdir.clone();
+        }
         let checkpoint = match &job.start_cmd {
             Some(cmd) => {
                 progress.set(steps.len(), Some(format!("START {cmd}")));
@@ -248,7 +263,15 @@ impl Builder {
         Ok(Built { layers: state.layers, user: state.user, workdir: state.workdir, env: state.env, checkpoint })
     }
 
-    async fn step(&self, job: &Job, state: &mut State, n: usize, step: &Step, force: bool, log: &BuildLog) -> Result<()> {
+    async fn step(
+        &self,
+        job: &Job,
+        state: &mut State,
+        n: usize,
+        step: &Step,
+        force: bool,
+        log: &BuildLog,
+    ) -> Result<()> {
         let key_input = serde_json::json!({
             "step": format!("{step:?}"),
             // A file step depends on who runs it, where and with what.

@@ -31,19 +31,32 @@ fn lower_file(lower: &[PathBuf], rel: &str) -> Option<PathBuf> {
     lower.iter().map(|l| l.join(rel)).find(|p| fs::symlink_metadata(p).is_ok())
 }
 
-/// `/etc/hostname` and the `/etc/hosts` line the runtime writes into every
-/// sandbox at boot are the build sandbox's, not the template's.
+/// `/etc/hostname`, `/etc/resolv.conf`, the `/etc/mtab` link and the
+/// `/etc/hosts` line the runtime writes into every sandbox at boot are the
+/// build sandbox's, not the template's.
 fn strip_boot_files(tree: &Path, lower: &[PathBuf], hostname: &str) -> Result<()> {
+    let remove = |path: &Path| fs::remove_file(path).map_err(Error::io(format!("removing {}", path.display())));
     let name = tree.join("etc/hostname");
     if fs::read_to_string(&name).is_ok_and(|s| s == format!("{hostname}\n")) {
-        fs::remove_file(&name).map_err(Error::io(format!("removing {}", name.display())))?;
+        remove(&name)?;
+    }
+    let resolv = tree.join("etc/resolv.conf");
+    let written = arbor_node::host_resolv_conf();
+    if written.is_some() && fs::read_to_string(&resolv).ok() == written {
+        remove(&resolv)?;
+    }
+    let mtab = tree.join("etc/mtab");
+    let linked = fs::read_link(&mtab).is_ok_and(|t| t == Path::new("../proc/self/mounts"));
+    if linked && lower_file(lower, "etc/mtab").is_none() {
+        remove(&mtab)?;
     }
     let hosts = tree.join("etc/hosts");
     let Ok(text) = fs::read_to_string(&hosts) else { return Ok(()) };
     let added = format!("127.0.1.1\t{hostname}\n");
     let Some(before) = text.strip_suffix(&added) else { return Ok(()) };
     let lower_text = lower_file(lower, "etc/hosts").and_then(|p| fs::read_to_string(p).ok());
-    let unchanged = lower_text.as_deref() == Some(before) || (lower_text.is_none() && before == "127.0.0.1\tlocalhost\n");
+    let unchanged =
+        lower_text.as_deref() == Some(before) || (lower_text.is_none() && before == "127.0.0.1\tlocalhost\n");
     if unchanged {
         fs::remove_file(&hosts).map_err(Error::io(format!("removing {}", hosts.display())))
     } else {
@@ -81,7 +94,8 @@ fn remove_if_empty_dir(dir: &Path) -> Result<()> {
 /// is gone now: empty, not opaque, and the same owner and mode as below.
 /// Returns whether `dir` itself was removed.
 fn prune_unchanged_dirs(root: &Path, dir: &Path, lower: &[PathBuf]) -> Result<bool> {
-    let entries: Vec<_> = fs::read_dir(dir).map_err(Error::io(format!("listing {}", dir.display())))?.flatten().collect();
+    let entries: Vec<_> =
+        fs::read_dir(dir).map_err(Error::io(format!("listing {}", dir.display())))?.flatten().collect();
     let mut left = 0;
     for entry in entries {
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
@@ -110,7 +124,8 @@ mod tests {
     fn boot_files_and_copied_up_dirs_go() {
         let d = tempfile::tempdir().unwrap();
         let (lower, tree) = (d.path().join("lower"), d.path().join("tree"));
-        for p in [lower.join("etc"), lower.join("usr/lib"), tree.join("etc"), tree.join("usr/lib"), tree.join(".arbor")] {
+        for p in [lower.join("etc"), lower.join("usr/lib"), tree.join("etc"), tree.join("usr/lib"), tree.join(".arbor")]
+        {
             fs::create_dir_all(p).unwrap();
         }
         fs::write(lower.join("etc/hosts"), "127.0.0.1\tlocalhost\n").unwrap();

@@ -125,10 +125,7 @@ impl Envd {
 
     /// Writes `data` to `path` in the sandbox, as root.
     pub async fn upload(&self, path: &str, data: Vec<u8>) -> Result<()> {
-        let query = format!(
-            "/files?path={}&username=root",
-            percent_encode(path)
-        );
+        let query = format!("/files?path={}&username=root", percent_encode(path));
         let req = self
             .request(&query, "application/octet-stream")
             .body(Full::new(Bytes::from(data)))

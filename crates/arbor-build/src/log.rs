@@ -64,8 +64,12 @@ impl BuildLog {
         let mut out = String::new();
         for line in message.lines() {
             let line = line.trim_end_matches('\r');
-            let entry =
-                Entry { timestamp: timestamp.clone(), level, message: line.to_string(), step: step.map(|s| s.to_string()) };
+            let entry = Entry {
+                timestamp: timestamp.clone(),
+                level,
+                message: line.to_string(),
+                step: step.map(|s| s.to_string()),
+            };
             if let Ok(json) = serde_json::to_string(&entry) {
                 out.push_str(&json);
                 out.push('\n');

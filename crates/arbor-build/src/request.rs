@@ -192,7 +192,10 @@ mod tests {
             raw("RUN", &["id", "root"]).parse().unwrap(),
             Step::Run { command: "id".into(), user: Some("root".into()) }
         );
-        assert_eq!(raw("ENV", &["A", "1", "B", ""]).parse().unwrap(), Step::Env(vec![("A".into(), "1".into()), ("B".into(), "".into())]));
+        assert_eq!(
+            raw("ENV", &["A", "1", "B", ""]).parse().unwrap(),
+            Step::Env(vec![("A".into(), "1".into()), ("B".into(), "".into())])
+        );
         assert!(raw("ENV", &["A"]).parse().is_err());
         assert!(raw("RUN", &[]).parse().is_err());
         assert!(raw("FROB", &["x"]).parse().unwrap_err().to_string().contains("unsupported step type"));

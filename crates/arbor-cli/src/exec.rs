@@ -5,9 +5,9 @@
 use crate::client::Client;
 use crate::error::{root_cause, Error, Result};
 use arbor_proto::connect::{envelope, EnvelopeDecoder};
-pub use arbor_proto::stream::{parse_frame, Frame};
 use arbor_proto::process::process_selector::Selector;
 use arbor_proto::process::{ProcessConfig, ProcessSelector, SendSignalRequest, Signal, StartRequest};
+pub use arbor_proto::stream::{parse_frame, Frame};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt as _;

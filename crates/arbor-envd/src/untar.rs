@@ -33,7 +33,8 @@ pub fn main(args: Vec<String>) -> anyhow::Result<()> {
     let (tar, dest, owner, mode) = parse_args(&args)?;
     let users = UserDb::new("/etc");
     let owner = owner.map(|o| resolve_owner(&users, &o)).transpose()?;
-    let mode = mode.map(|m| u32::from_str_radix(&m, 8).with_context(|| format!("--mode {m:?} is not octal"))).transpose()?;
+    let mode =
+        mode.map(|m| u32::from_str_radix(&m, 8).with_context(|| format!("--mode {m:?} is not octal"))).transpose()?;
     unpack(&tar, &dest, Options { owner, mode })?;
     fs::remove_file(&tar).with_context(|| format!("removing {}", tar.display()))?;
     Ok(())

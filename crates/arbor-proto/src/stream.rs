@@ -58,4 +58,3 @@ pub fn parse_frame(env: &Envelope) -> std::result::Result<Frame, String> {
         Some(Event::Keepalive(_)) | None => Frame::Other,
     })
 }
-

@@ -53,6 +53,9 @@ pub struct LaunchSpec {
     /// Network namespace to join; without one the sandbox gets a new one
     /// with only loopback.
     pub netns: Option<PathBuf>,
+    /// `/etc/resolv.conf` to write (the host's reachable name servers).
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
 }
 
 /// Where envd sits inside every sandbox.

@@ -275,12 +275,11 @@ impl Store {
 
     /// Ids of the sandboxes (not killed) started from build `id`.
     pub async fn build_users(&self, id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT id FROM sandboxes WHERE state <> 'killed' AND build_id = $1 ORDER BY started_at, id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT id FROM sandboxes WHERE state <> 'killed' AND build_id = $1 ORDER BY started_at, id")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|row| Ok(row.try_get::<String, _>(0)?)).collect()
     }
 }

@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use arbor_store::{
-    Backend, BuildRecord, BuildStatus, Error, ListQuery, Metric, SandboxRecord, SnapshotKind, SnapshotQuery, SnapshotRecord, SnapshotState,
-    State, Store, TemplateRecord, Usage, TOUCH_GRANULARITY_MS,
+    Backend, BuildRecord, BuildStatus, Error, ListQuery, Metric, SandboxRecord, SnapshotKind, SnapshotQuery,
+    SnapshotRecord, SnapshotState, State, Store, TemplateRecord, Usage, TOUCH_GRANULARITY_MS,
 };
 
 type Case = fn(String) -> Pin<Box<dyn Future<Output = ()>>>;

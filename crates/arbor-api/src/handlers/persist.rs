@@ -99,7 +99,6 @@ pub async fn list_snapshots(
     Ok((headers, Json(page.items.iter().map(info).collect())))
 }
 
-
 /// Checks a clone's `count` against the free sandbox quota: the count to
 /// make, or 429 when `strict` (or nothing is free).
 fn clone_count(app: &App, asked: Option<u64>, strict: bool) -> ApiResult<u64> {

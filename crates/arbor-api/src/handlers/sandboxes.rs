@@ -100,7 +100,9 @@ pub async fn create(
                         snapshot = Some(snap);
                         (source, defaults)
                     }
-                    _ => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found"))),
+                    _ => {
+                        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found")))
+                    }
                 }
             }
             Err(e) => return Err(e.into()),

@@ -107,7 +107,8 @@ pub async fn request_build(
 
 async fn template_and_build(app: &App, template_id: &str, build_id: &str) -> ApiResult<(TemplateRecord, BuildRecord)> {
     let b = app.store.get_build(build_id).await?.ok_or_else(|| not_found(&format!("build {build_id}")))?;
-    let t = app.store.get_template(&b.template_id).await?.ok_or_else(|| not_found(&format!("template {template_id}")))?;
+    let t =
+        app.store.get_template(&b.template_id).await?.ok_or_else(|| not_found(&format!("template {template_id}")))?;
     if t.id != template_id && t.name != template_id {
         return Err(not_found(&format!("build {build_id} of template {template_id}")));
     }

@@ -119,7 +119,7 @@ fn become_init(spec: &LaunchSpec, ready: OwnedFd, listener_w: OwnedFd) -> Result
     nix::unistd::dup2_stdout(std::io::stderr()).map_err(Error::sys("redirecting stdout"))?;
     mounts::make_private()?;
     mounts::overlay(&spec.layers, &spec.upper, &spec.work, &spec.rootfs)?;
-    name_host(&spec.rootfs, &spec.hostname)?;
+    name_host(&spec.rootfs, &spec.hostname, spec.resolv_conf.as_deref())?;
     link_mtab(&spec.rootfs)?;
     mounts::kernel_filesystems(&spec.rootfs)?;
     dev::populate(&spec.rootfs.join("dev"))?;
@@ -160,16 +160,35 @@ fn become_init(spec: &LaunchSpec, ready: OwnedFd, listener_w: OwnedFd) -> Result
     exec_envd(spec, ready.as_raw_fd())
 }
 
-/// Makes the hostname resolve inside (sudo, for one, looks it up) and
-/// `/etc/hostname` say it, as container runtimes do. The files land in the
-/// sandbox's own upper dir.
-fn name_host(rootfs: &std::path::Path, hostname: &str) -> Result<()> {
+/// `rootfs/etc` if it is a real directory. The launcher works with host
+/// paths before the pivot: a link there (an image's `/etc -> /x`) would
+/// lead out of the sandbox, so such an image gets none of these files.
+fn etc_dir(rootfs: &std::path::Path) -> Option<std::path::PathBuf> {
     let etc = rootfs.join("etc");
-    if !etc.is_dir() {
-        return Ok(());
+    std::fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()).then_some(etc)
+}
+
+fn is_link(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Writes a file of the sandbox's `/etc`, replacing a link there rather
+/// than following it (to the host).
+fn write_etc(path: &std::path::Path, content: &str) -> Result<()> {
+    if is_link(path) {
+        std::fs::remove_file(path).map_err(Error::io("replacing the link", path))?;
     }
+    std::fs::write(path, content).map_err(Error::io("writing", path))
+}
+
+/// Makes the hostname resolve inside (sudo, for one, looks it up) and
+/// `/etc/hostname` say it, as container runtimes do, and gives the sandbox
+/// the host's name servers. The files land in the sandbox's own upper dir.
+fn name_host(rootfs: &std::path::Path, hostname: &str, resolv_conf: Option<&str>) -> Result<()> {
+    let Some(etc) = etc_dir(rootfs) else { return Ok(()) };
     let hosts_path = etc.join("hosts");
-    let hosts = std::fs::read_to_string(&hosts_path).unwrap_or_default();
+    let hosts =
+        if is_link(&hosts_path) { String::new() } else { std::fs::read_to_string(&hosts_path).unwrap_or_default() };
     let known = hosts.lines().any(|l| l.split_whitespace().skip(1).any(|name| name == hostname));
     if !known {
         let mut hosts = if hosts.is_empty() { "127.0.0.1\tlocalhost\n".to_string() } else { hosts };
@@ -177,10 +196,38 @@ fn name_host(rootfs: &std::path::Path, hostname: &str) -> Result<()> {
             hosts.push('\n');
         }
         hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
-        std::fs::write(&hosts_path, hosts).map_err(Error::io("writing", &hosts_path))?;
+        write_etc(&hosts_path, &hosts)?;
     }
-    let name_path = etc.join("hostname");
-    std::fs::write(&name_path, format!("{hostname}\n")).map_err(Error::io("writing", &name_path))
+    if let Some(conf) = resolv_conf {
+        write_etc(&etc.join("resolv.conf"), conf)?;
+    }
+    write_etc(&etc.join("hostname"), &format!("{hostname}\n"))
+}
+
+/// The `resolv.conf` a sandbox gets from the host's `text`: its name servers
+/// that a sandbox can reach (not loopback ones: the sandbox's loopback is
+/// its own), with `search` and `options`. `None` when none is left.
+pub fn sandbox_resolv_conf(text: &str) -> Option<String> {
+    let mut out = String::from("# written by arbor from the host's resolv.conf\n");
+    let mut servers = 0;
+    for line in text.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => {
+                let Some(addr) = words.next().and_then(|a| a.parse::<std::net::IpAddr>().ok()) else { continue };
+                if !addr.is_loopback() && addr.is_ipv4() {
+                    out.push_str(&format!("nameserver {addr}\n"));
+                    servers += 1;
+                }
+            }
+            Some("search" | "options" | "domain") => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    (servers > 0).then_some(out)
 }
 
 /// Links `/etc/mtab` to `/proc/self/mounts` where the image has none, as
@@ -188,9 +235,9 @@ fn name_host(rootfs: &std::path::Path, hostname: &str) -> Result<()> {
 /// mount up there (and refuses to unmount without it). The link lands in the
 /// sandbox's own upper dir.
 fn link_mtab(rootfs: &std::path::Path) -> Result<()> {
-    let etc = rootfs.join("etc");
+    let Some(etc) = etc_dir(rootfs) else { return Ok(()) };
     let mtab = etc.join("mtab");
-    if !etc.is_dir() || mtab.symlink_metadata().is_ok() {
+    if mtab.symlink_metadata().is_ok() {
         return Ok(());
     }
     std::os::unix::fs::symlink("../proc/self/mounts", &mtab).map_err(Error::io("linking", &mtab))
@@ -212,7 +259,7 @@ pub fn rename_host(init_pid: u32, upper: &std::path::Path, hostname: &str) -> Re
     })
     .join()
     .map_err(|_| Error::Task("renaming the host", "the thread panicked".into()))??;
-    name_host(upper, hostname)
+    name_host(upper, hostname, None)
 }
 
 fn exec_envd(spec: &LaunchSpec, ready_fd: i32) -> Result<std::convert::Infallible> {
@@ -228,4 +275,20 @@ fn exec_envd(spec: &LaunchSpec, ready_fd: i32) -> Result<std::convert::Infallibl
         env.push(cstr(&format!("ARBOR_ENVD_ACCESS_TOKEN={token}"))?);
     }
     nix::unistd::execve(&path, &argv, &env).map_err(Error::sys("exec envd"))
+}
+
+#[cfg(test)]
+mod resolv_tests {
+    #[test]
+    fn host_resolvers_a_sandbox_can_reach() {
+        let conf = super::sandbox_resolv_conf(
+            "# x\nnameserver 127.0.0.53\nnameserver 10.1.2.3\nnameserver ::1\nsearch corp\n",
+        );
+        assert_eq!(
+            conf.as_deref(),
+            Some("# written by arbor from the host's resolv.conf\nnameserver 10.1.2.3\nsearch corp\n")
+        );
+        assert_eq!(super::sandbox_resolv_conf("nameserver 127.0.0.53\n"), None);
+        assert_eq!(super::sandbox_resolv_conf(""), None);
+    }
 }

@@ -187,6 +187,7 @@ impl LinuxDriver {
                         access_token: spec.access_token.clone(),
                         cgroup_procs: cgroup.procs_paths(),
                         netns: netns.clone(),
+                        resolv_conf: host_resolv_conf(),
                     };
                     start::start(&self.launcher, None, &launch, &log).await
                 }
@@ -386,6 +387,15 @@ pub fn report(
 pub(super) const INIT_PID: &str = "init.pid";
 
 /// Refuses a spec no sandbox can be made from.
+/// What a new sandbox's `/etc/resolv.conf` says: the host's name servers
+/// (systemd-resolved's upstream ones when the host itself asks 127.0.0.53).
+pub fn host_resolv_conf() -> Option<String> {
+    ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|text| launch::sandbox_resolv_conf(&text))
+}
+
 fn validate(spec: &SandboxSpec) -> Result<()> {
     if !valid_id(&spec.id) {
         return Err(Error::InvalidSpec(format!("id '{}' must be 1-64 of [a-z0-9-]", spec.id)));

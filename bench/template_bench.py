@@ -1,0 +1,133 @@
+"""Benchmark of templates: sandboxes created from a template whose start command runs in its memory
+snapshot, and template (re)builds with the step cache.
+
+Against a real server it starts (its own instance, like the test suites):
+  * create from a template with a running HTTP server + the first request to it from inside the
+    sandbox (`curl`): p50 / p90 / p99 (target p50 <= the 150 ms resume target of the persistence
+    issue). Side by side, the way without a memory snapshot: create from `base`, start the same
+    server, wait until it answers.
+  * build times: a first build (uncached), an unchanged rebuild (all steps cached), a rebuild with
+    only the last step changed.
+
+    .venv/bin/python bench/template_bench.py [--runs 30] [--rebuilds 5]
+
+Run as root after `scripts/setup.sh --no-start`. Loopback only (the builds themselves use no network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
+
+from novita_sandbox.core import Sandbox  # noqa: E402
+
+from server_harness import arbor_binary, start_server  # noqa: E402
+
+SERVE = "cd /srv/www && python3 -m http.server 8000"
+READY = "curl -sf http://127.0.0.1:8000/ >/dev/null"
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def row(name, ms):
+    return f"| {name} | {pct(ms, 50):.0f} | {pct(ms, 90):.0f} | {pct(ms, 99):.0f} | {len(ms)} |"
+
+
+def build(server, ctx: Path, name: str, *extra) -> float:
+    env = dict(os.environ, ARBOR_API_URL=server.url, ARBOR_API_KEY=server.key, XDG_CONFIG_HOME=str(server.base))
+    t = time.perf_counter()
+    res = subprocess.run(
+        [str(arbor_binary()), "template", "build", str(ctx), "--name", name, *extra],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    elapsed = (time.perf_counter() - t) * 1000
+    if res.returncode != 0:
+        raise SystemExit(f"build failed:\n{res.stdout}\n{res.stderr}")
+    return elapsed
+
+
+def dockerfile(marker: str, last: str) -> str:
+    return f"""FROM base
+RUN echo {marker} > /etc/bench-marker
+RUN mkdir -p /srv/www && seq 1 100000 > /srv/www/numbers.txt && echo ok > /srv/www/index.html
+RUN python3 -c "import json; json.dump(list(range(1000)), open('/srv/www/data.json', 'w'))"
+RUN echo {last} > /srv/www/last.txt
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--rebuilds", type=int, default=5)
+    args = ap.parse_args()
+
+    server = start_server()
+    opts = server.sdk_opts()
+    ctx = Path(tempfile.mkdtemp(prefix="arbor-bench-tpl-"))
+    try:
+        marker = uuid.uuid4().hex
+        (ctx / "Dockerfile").write_text(dockerfile(marker, "v1"))
+        first = build(server, ctx, "bench-app")
+        cached = [build(server, ctx, "bench-app") for _ in range(args.rebuilds)]
+        last_changed = []
+        for i in range(args.rebuilds):
+            (ctx / "Dockerfile").write_text(dockerfile(marker, f"v{i + 2}"))
+            last_changed.append(build(server, ctx, "bench-app"))
+        (ctx / "Dockerfile").write_text(dockerfile(marker, "v1"))
+        with_start = build(server, ctx, "bench-srv", "--start-cmd", SERVE, "--ready-cmd", READY)
+
+        snapshot, snapshot_create, cold, cold_create = [], [], [], []
+        for i in range(args.runs + 2):
+            t = time.perf_counter()
+            sbx = Sandbox.create(template="bench-srv", timeout=60, **opts)
+            created = time.perf_counter()
+            out = sbx.commands.run("curl -sf http://127.0.0.1:8000/index.html")
+            done = time.perf_counter()
+            assert out.stdout.strip() == "ok", out.stdout
+            sbx.kill()
+            if i >= 2:
+                snapshot.append((done - t) * 1000)
+                snapshot_create.append((created - t) * 1000)
+
+            t = time.perf_counter()
+            sbx = Sandbox.create(template="bench-app", timeout=60, **opts)
+            created = time.perf_counter()
+            sbx.commands.run(SERVE, background=True)
+            while sbx.commands.run(f"{READY} && echo up || true").stdout.strip() != "up":
+                pass
+            done = time.perf_counter()
+            sbx.kill()
+            if i >= 2:
+                cold.append((done - t) * 1000)
+                cold_create.append((created - t) * 1000)
+
+        print("| measurement | p50 ms | p90 ms | p99 ms | n |")
+        print("|---|---|---|---|---|")
+        print(row("create from template with running server → first answer", snapshot))
+        print(row("  of which create (restore of the memory snapshot)", snapshot_create))
+        print(row("peer: create from the same files, start the server, first answer", cold))
+        print(row("  of which create (fresh boot)", cold_create))
+        print(f"\nratio (p50, snapshot / peer): {pct(snapshot, 50) / pct(cold, 50):.2f}")
+        print("\n| build | ms |\n|---|---|")
+        print(f"| first build, 4 RUN steps, uncached | {first:.0f} |")
+        print(f"| unchanged rebuild (all cached), p50 of {len(cached)} | {pct(cached, 50):.0f} |")
+        print(f"| last step changed, p50 of {len(last_changed)} | {pct(last_changed, 50):.0f} |")
+        print(f"| build with start command + memory snapshot (steps cached) | {with_start:.0f} |")
+        print(f"\nspeed-up of an unchanged rebuild: {first / pct(cached, 50):.0f}x")
+    finally:
+        server.teardown()
+
+
+if __name__ == "__main__":
+    main()
