@@ -289,3 +289,58 @@ def test_the_sdks_own_template_builder(server, tmp_path):
     finally:
         sbx.kill()
     arbor(server, "template", "delete", name)
+
+
+def test_sigkill_during_a_build_leaves_nothing(server):
+    """The server killed mid-step: after its restart the build is failed, its sandbox gone."""
+    from server_harness import reap_orphans
+
+    ctx = context({"Dockerfile": "FROM base\nRUN echo started && sleep 60\n"})
+    name = f"crash-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, ARBOR_API_URL=server.url, ARBOR_API_KEY=server.key, XDG_CONFIG_HOME=str(server.base))
+    follower = subprocess.Popen(
+        [str(arbor_binary()), "template", "build", str(ctx), "--name", name],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    deadline = time.monotonic() + 60
+    while not build_sandboxes_left():
+        assert time.monotonic() < deadline, "the build sandbox never appeared"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    server.kill9()
+    follower.kill()
+    follower.wait()
+    server.start()
+    assert build_sandboxes_left() == []
+    reap_orphans()
+    with httpx.Client(base_url=server.url, headers={"X-API-KEY": server.key}) as api:
+        info = api.get(f"/templates/{name}").json()
+        build_info = info["builds"][0]
+        assert build_info["status"] == "error" and "interrupted" in build_info["reason"], build_info
+        status = api.get(f"/templates/{info['templateID']}/builds/{build_info['buildID']}/status").json()
+        assert any("started" in e["message"] for e in status["logEntries"]), status
+        assert api.delete(f"/templates/{name}").status_code == 204
+    shutil.rmtree(ctx)
+
+
+def test_from_a_snapshot(server):
+    """`FROM <snapshotID>`: the snapshot's files (not its processes) are the base."""
+    opts = server.sdk_opts()
+    origin = Sandbox.create(timeout=120, **opts)
+    try:
+        origin.files.write("/home/user/state.txt", "kept\n")
+        snap = origin.create_snapshot()
+    finally:
+        origin.kill()
+    ctx = context({"Dockerfile": f"FROM {snap.snapshot_id}\nRUN cp /home/user/state.txt /etc/from-snapshot\n"})
+    name = f"snap-{uuid.uuid4().hex[:8]}"
+    build(server, ctx, name)
+    sbx = Sandbox.create(template=name, timeout=60, **opts)
+    try:
+        out = sbx.commands.run("cat /etc/from-snapshot /home/user/state.txt; whoami")
+        assert out.stdout.split() == ["kept", "kept", "user"], out.stdout
+    finally:
+        sbx.kill()
+    arbor(server, "template", "delete", name)
+    assert Sandbox.delete_snapshot(snap.snapshot_id, **opts) is True
+    shutil.rmtree(ctx)

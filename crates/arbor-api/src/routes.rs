@@ -3,7 +3,7 @@
 use crate::{app::App, auth, handlers, openapi};
 use axum::{
     middleware,
-    routing::{get, post, put},
+    routing::{any, get, post, put},
     Router,
 };
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub fn router(app: Arc<App>, fallback: Router) -> Router {
         .route("/templates/{id}/files/{hash}", get(templates::file_link).put(templates::file_upload))
         .route("/templates/{id}/builds/{build}/status", get(templates::status))
         .route("/v2/templates/{id}/builds/{build}", post(templates::start))
+        // Tags, build logs by another route, PATCH: not served; a JSON 404 rather than the proxy.
+        .route("/templates/{id}/{*rest}", any(unsupported::unknown))
         .route("/volumes", get(unsupported::unknown).post(unsupported::unknown))
         .route("/secrets", get(unsupported::unknown).post(unsupported::unknown))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth::require_key))

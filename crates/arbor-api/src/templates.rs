@@ -8,7 +8,7 @@ use crate::{
 };
 use arbor_build::{Base, BuildLog, BuildRequest, Built, Job, Level, Progress};
 use arbor_layers::{EnvdConfig, RefManifest, REF_SCHEMA};
-use arbor_store::{BuildRecord, BuildStatus, TemplateRecord};
+use arbor_store::{BuildRecord, BuildStatus, SnapshotState, TemplateRecord};
 use axum::http::StatusCode;
 use std::{
     collections::{BTreeMap, HashMap},
@@ -143,12 +143,17 @@ impl App {
         match self.node.template(from) {
             Ok(_) => self.ref_base(from, from),
             Err(arbor_node::Error::TemplateNotFound(_)) => {
-                if self.store.get_snapshot(from).await?.is_some() {
-                    return Err(ApiError::bad_request(format!(
-                        "FROM {from}: building on a snapshot is not supported; start a sandbox from it and snapshot that instead"
-                    )));
-                }
-                Err(ApiError::bad_request(format!("FROM {from}: no such template")))
+                let snapshot = self.store.get_snapshot(from).await?.filter(|s| s.state == SnapshotState::Ready);
+                let Some(snap) = snapshot else {
+                    return Err(ApiError::bad_request(format!("FROM {from}: no such template or snapshot")));
+                };
+                // The snapshot's template gives the user, workdir and environment.
+                let mut base = match self.resolve_template(&snap.template_id).await? {
+                    Some((_, b)) => self.ref_base(b.node_ref.as_deref().unwrap_or_default(), &snap.template_id)?,
+                    None => self.ref_base(&snap.template_id, &snap.template_id).or_else(|_| self.ref_base("base", "base"))?,
+                };
+                base.env.extend(snap.env_vars.clone());
+                Ok(self.builder.snapshot_base(&snap.id, &snap.sandbox_id, base, log).await?)
             }
             Err(e) => Err(e.into()),
         }

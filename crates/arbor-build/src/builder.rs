@@ -211,6 +211,43 @@ impl Builder {
         })
     }
 
+    /// The base of a build `FROM` a snapshot (node checkpoint `name` of a
+    /// sandbox `origin`): the snapshot's layers plus, as one more layer,
+    /// the files its sandbox had changed; the processes are not part of it.
+    /// `user`, `workdir` and `env` are the snapshot's template's.
+    pub async fn snapshot_base(&self, name: &str, origin: &str, mut base: Base, log: &BuildLog) -> Result<Base> {
+        let key = format!("snapshot:{name}");
+        base.key = key.clone();
+        if let Some(layers) = self.cache.get(&key, self.store()) {
+            log.info(None, &format!("snapshot {name} cached"));
+            base.layers = layers;
+            return Ok(base);
+        }
+        log.info(None, &format!("taking the files of snapshot {name}"));
+        let tree = self.store().tmp_dir().join(format!("snapshot-{}", random_hex(8)?));
+        let mut layers = self.node.checkpoint_changes(name, &tree).await?;
+        let mut lower = Vec::with_capacity(layers.len());
+        for layer in layers.iter().rev() {
+            lower.push(self.store().path(layer)?);
+        }
+        let (store, hostname) = (self.store().clone(), arbor_node::hostname(origin));
+        let imported = tokio::task::spawn_blocking(move || {
+            let result = match changes::clean(&tree, &lower, &hostname) {
+                Ok(true) => store.import_dir(&tree).map(Some).map_err(Error::from),
+                Ok(false) => Ok(None),
+                Err(e) => Err(e),
+            };
+            let _ = std::fs::remove_dir_all(&tree);
+            result
+        })
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))??;
+        layers.extend(imported);
+        self.cache.put(&key, &layers)?;
+        base.layers = layers;
+        Ok(base)
+    }
+
     /// Runs `job`, logging to `log` and reporting to `progress`.
     pub async fn run(&self, job: &Job, log: &BuildLog, progress: &Progress) -> Result<Built> {
         let steps: Vec<(Step, &RawStep)> =

@@ -131,7 +131,7 @@ mod tests {
         fs::write(lower.join("etc/hosts"), "127.0.0.1\tlocalhost\n").unwrap();
         fs::write(tree.join("etc/hosts"), "127.0.0.1\tlocalhost\n127.0.1.1\tsbx-b\n").unwrap();
         fs::write(tree.join("etc/hostname"), "sbx-b\n").unwrap();
-        assert!(!clean(&tree, &[lower.clone()], "sbx-b").unwrap(), "nothing real changed");
+        assert!(!clean(&tree, std::slice::from_ref(&lower), "sbx-b").unwrap(), "nothing real changed");
 
         // Both were pruned as copied-up leftovers.
         assert!(!tree.join("etc").exists() && !tree.join("usr").exists());

@@ -144,7 +144,7 @@ impl RawStep {
                 Ok(Step::Copy { src, dest, owner: arg(2), mode: arg(3), files_hash })
             }
             "ENV" | "ARG" => {
-                if self.args.len() % 2 != 0 || self.args.is_empty() {
+                if !self.args.len().is_multiple_of(2) || self.args.is_empty() {
                     return Err(bad("needs key value pairs"));
                 }
                 let pairs: Vec<(String, String)> =

@@ -52,6 +52,40 @@ impl Node {
         Ok(self.driver.remove_checkpoint(name).await?)
     }
 
+    /// Copies the files saved in checkpoint `name` (what its sandbox had
+    /// changed, in overlayfs upper-dir form) to `dst`, which must not exist,
+    /// and returns the layers they lie on, bottom first: a template build
+    /// `FROM` a snapshot starts there.
+    pub async fn checkpoint_changes(&self, name: &str, dst: &std::path::Path) -> Result<Vec<arbor_layers::LayerId>> {
+        let checkpoint = self.driver.checkpoint_info(name).await?;
+        let mut layers = Vec::with_capacity(checkpoint.layers.len());
+        for path in checkpoint.layers.iter().rev() {
+            let id = path
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| Error::Invalid(format!("checkpoint {name} lies on {}, not a layer", path.display())))?;
+            layers.push(id);
+        }
+        let upper = self.driver.checkpoint_path(name).join("upper");
+        let out = tokio::process::Command::new("cp")
+            .args(["-a", "--reflink=auto", "--no-target-directory"])
+            .arg(&upper)
+            .arg(dst)
+            .output()
+            .await
+            .map_err(|e| Error::Invalid(format!("running cp: {e}")))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(dst);
+            return Err(Error::Invalid(format!(
+                "copying the files of checkpoint {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(layers)
+    }
+
     /// Names of the checkpoints on this node.
     pub async fn checkpoints(&self) -> Result<Vec<String>> {
         Ok(self.driver.checkpoints().await?)
