@@ -150,7 +150,9 @@ impl App {
                 // The snapshot's template gives the user, workdir and environment.
                 let mut base = match self.resolve_template(&snap.template_id).await? {
                     Some((_, b)) => self.ref_base(b.node_ref.as_deref().unwrap_or_default(), &snap.template_id)?,
-                    None => self.ref_base(&snap.template_id, &snap.template_id).or_else(|_| self.ref_base("base", "base"))?,
+                    None => self
+                        .ref_base(&snap.template_id, &snap.template_id)
+                        .or_else(|_| self.ref_base("base", "base"))?,
                 };
                 base.env.extend(snap.env_vars.clone());
                 Ok(self.builder.snapshot_base(&snap.id, &snap.sandbox_id, base, log).await?)

@@ -8,8 +8,9 @@ use crate::{
     envd::{Command, Envd},
     error::{Error, Result},
     log::{BuildLog, Level},
-    request::{absolute, RawStep, RegistryAuth, Step},
+    request::{RawStep, RegistryAuth, Step},
 };
+use arbor_dockerfile::resolve_path;
 use arbor_layers::{LayerId, LayerStore};
 use arbor_node::{Node, StartSpec, Template};
 use std::{
@@ -230,19 +231,7 @@ impl Builder {
         for layer in layers.iter().rev() {
             lower.push(self.store().path(layer)?);
         }
-        let (store, hostname) = (self.store().clone(), arbor_node::hostname(origin));
-        let imported = tokio::task::spawn_blocking(move || {
-            let result = match changes::clean(&tree, &lower, &hostname) {
-                Ok(true) => store.import_dir(&tree).map(Some).map_err(Error::from),
-                Ok(false) => Ok(None),
-                Err(e) => Err(e),
-            };
-            let _ = std::fs::remove_dir_all(&tree);
-            result
-        })
-        .await
-        .map_err(|e| Error::Invalid(e.to_string()))??;
-        layers.extend(imported);
+        layers.extend(self.import_changes(tree, lower, arbor_node::hostname(origin)).await?);
         self.cache.put(&key, &layers)?;
         base.layers = layers;
         Ok(base)
@@ -318,7 +307,7 @@ impl Builder {
         match step {
             Step::Env(pairs) => state.env.extend(pairs.iter().cloned()),
             Step::User(user) => state.user = user.clone(),
-            Step::Workdir(dir) => state.workdir = absolute(&state.workdir, dir),
+            Step::Workdir(dir) => state.workdir = resolve_path(&state.workdir, dir),
             Step::Run { .. } | Step::Copy { .. } => {}
         }
         state.key = key.clone();
@@ -372,7 +361,7 @@ impl Builder {
                 let scratch = self.store().tmp_dir().join(format!("copy-{}", sb.id));
                 let _ = std::fs::remove_dir_all(&scratch);
                 std::fs::create_dir_all(&scratch).map_err(Error::io(format!("creating {}", scratch.display())))?;
-                let dest = absolute(&state.workdir, dest) + if dest.ends_with('/') { "/" } else { "" };
+                let dest = resolve_path(&state.workdir, dest) + if dest.ends_with('/') { "/" } else { "" };
                 let payload = {
                     let (archive, src, scratch2) = (archive.clone(), src.clone(), scratch.clone());
                     tokio::task::spawn_blocking(move || copy::payload(&archive, &src, &dest, &scratch2))
@@ -472,8 +461,15 @@ impl Builder {
         .await;
         self.discard(&sb.id).await;
         exported?;
-        let (store, lower, hostname) = (self.store().clone(), sb.lower.clone(), arbor_node::hostname(&sb.id));
-        let imported = tokio::task::spawn_blocking(move || {
+        self.import_changes(tree, sb.lower.clone(), arbor_node::hostname(&sb.id)).await
+    }
+
+    /// Cleans exported changes (`tree`, of a sandbox named `hostname` on
+    /// `lower`) and imports them as a layer (`None` when nothing is left);
+    /// `tree` is gone afterwards either way.
+    async fn import_changes(&self, tree: PathBuf, lower: Vec<PathBuf>, hostname: String) -> Result<Option<LayerId>> {
+        let store = self.store().clone();
+        tokio::task::spawn_blocking(move || {
             let result = match changes::clean(&tree, &lower, &hostname) {
                 Ok(true) => store.import_dir(&tree).map(Some).map_err(Error::from),
                 Ok(false) => Ok(None),
@@ -483,8 +479,7 @@ impl Builder {
             result
         })
         .await
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-        imported
+        .map_err(|e| Error::Invalid(e.to_string()))?
     }
 
     async fn discard(&self, id: &str) {

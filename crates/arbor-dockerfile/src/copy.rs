@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::lexer::{Heredoc, RawInstruction};
-use crate::plan::{resolve, Eval, StepKind};
+use crate::plan::{resolve_path, Eval, StepKind};
 use crate::words::{expand_vars, quote};
 
 /// A parsed COPY/ADD instruction.
@@ -70,7 +70,7 @@ impl CopyArgs {
     pub(crate) fn apply(self, ev: &mut Eval<'_>, ins: &RawInstruction) -> Result<()> {
         let (line, kw) = (ins.line, ins.keyword.as_str());
         let dir_dest = self.dest.ends_with('/') || self.dest == "." || self.dest.ends_with("/.");
-        let mut dest = resolve(&ev.workdir, &self.dest);
+        let mut dest = resolve_path(&ev.workdir, &self.dest);
         if dir_dest && !dest.ends_with('/') {
             dest.push('/');
         }

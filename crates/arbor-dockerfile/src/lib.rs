@@ -28,5 +28,5 @@ pub mod words;
 pub use context::{BuildContext, ContextFile};
 pub use error::{Error, Result};
 pub use ignore::IgnoreRules;
-pub use plan::{classify_from, parse, Base, ParseOptions, Plan, StartCmd, Step, StepKind, Warning};
+pub use plan::{classify_from, parse, resolve_path, Base, ParseOptions, Plan, StartCmd, Step, StepKind, Warning};
 pub use request::{RequestOptions, Upload};

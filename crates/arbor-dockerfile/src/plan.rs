@@ -216,7 +216,7 @@ impl<'a> Eval<'a> {
             "COPY" | "ADD" => CopyArgs::parse(self, ins)?.apply(self, ins),
             "WORKDIR" => {
                 let dir = self.word(line, rest)?;
-                self.workdir = resolve(&self.workdir, &dir);
+                self.workdir = resolve_path(&self.workdir, &dir);
                 let dir = self.workdir.clone();
                 self.step(StepKind::Workdir, vec![dir], line);
                 Ok(())
@@ -482,8 +482,9 @@ pub fn classify_from(image: &str) -> std::result::Result<Base, String> {
     }
 }
 
-/// `dir` made absolute against `cwd` and cleaned (`..` stops at `/`).
-pub(crate) fn resolve(cwd: &str, dir: &str) -> String {
+/// `dir` made absolute against `cwd` and cleaned lexically (`..` stops at
+/// `/`), as Docker resolves `WORKDIR` and a relative `COPY` destination.
+pub fn resolve_path(cwd: &str, dir: &str) -> String {
     let joined = if dir.starts_with('/') { dir.to_string() } else { format!("{cwd}/{dir}") };
     let mut parts: Vec<&str> = Vec::new();
     for part in joined.split('/') {
