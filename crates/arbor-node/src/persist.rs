@@ -68,21 +68,7 @@ impl Node {
                 .ok_or_else(|| Error::Invalid(format!("checkpoint {name} lies on {}, not a layer", path.display())))?;
             layers.push(id);
         }
-        let upper = self.driver.checkpoint_path(name).join("upper");
-        let out = tokio::process::Command::new("cp")
-            .args(["-a", "--reflink=auto", "--no-target-directory"])
-            .arg(&upper)
-            .arg(dst)
-            .output()
-            .await
-            .map_err(|e| Error::Invalid(format!("running cp: {e}")))?;
-        if !out.status.success() {
-            let _ = std::fs::remove_dir_all(dst);
-            return Err(Error::Invalid(format!(
-                "copying the files of checkpoint {name}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        self.driver.export_checkpoint_changes(name, dst).await?;
         Ok(layers)
     }
 

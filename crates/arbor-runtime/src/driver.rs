@@ -84,4 +84,6 @@ pub trait Driver: Send + Sync {
     /// builds turn it into a layer. Freeze the sandbox first for a
     /// consistent copy.
     async fn export_changes(&self, id: &str, dst: &std::path::Path) -> Result<()>;
+    /// [`Driver::export_changes`] of the sandbox as checkpoint `name` saved it.
+    async fn export_checkpoint_changes(&self, name: &str, dst: &std::path::Path) -> Result<()>;
 }

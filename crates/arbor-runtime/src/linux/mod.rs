@@ -396,6 +396,27 @@ pub fn host_resolv_conf() -> Option<String> {
         .find_map(|text| launch::sandbox_resolv_conf(&text))
 }
 
+/// Copies an upper dir to `dst` (which must not exist), sharing blocks
+/// where the file system can.
+async fn copy_upper(upper: &Path, dst: &Path) -> Result<()> {
+    let out = tokio::process::Command::new("cp")
+        .args(["-a", "--reflink=auto", "--no-target-directory"])
+        .arg(upper)
+        .arg(dst)
+        .output()
+        .await
+        .map_err(Error::io("running cp for", dst))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(dst);
+        return Err(Error::Checkpoint(format!(
+            "copying {}: {}",
+            upper.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 fn validate(spec: &SandboxSpec) -> Result<()> {
     if !valid_id(&spec.id) {
         return Err(Error::InvalidSpec(format!("id '{}' must be 1-64 of [a-z0-9-]", spec.id)));
@@ -460,22 +481,12 @@ impl Driver for LinuxDriver {
 
     async fn export_changes(&self, id: &str, dst: &Path) -> Result<()> {
         self.must_exist(id)?;
-        let upper = self.dir(id).join("upper");
-        let out = tokio::process::Command::new("cp")
-            .args(["-a", "--reflink=auto", "--no-target-directory"])
-            .arg(&upper)
-            .arg(dst)
-            .output()
-            .await
-            .map_err(Error::io("running cp for", dst))?;
-        if !out.status.success() {
-            let _ = std::fs::remove_dir_all(dst);
-            return Err(Error::Checkpoint(format!(
-                "copying the changes of {id}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(())
+        copy_upper(&self.dir(id).join("upper"), dst).await
+    }
+
+    async fn export_checkpoint_changes(&self, name: &str, dst: &Path) -> Result<()> {
+        self.load_checkpoint(name)?;
+        copy_upper(&self.checkpoint_fs(name).join("upper"), dst).await
     }
 
     async fn destroy(&self, id: &str) -> Result<()> {
