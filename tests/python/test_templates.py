@@ -5,6 +5,7 @@ start commands in the memory snapshot, build errors, and `FROM` an image in a lo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -160,6 +161,11 @@ def test_build_error_names_the_line_and_leaves_nothing(server):
     assert res.returncode != 0
     assert "line 3" in res.stderr or "Dockerfile:3" in res.stderr, res.stderr
     assert "about to fail" in res.stdout + res.stderr
+    # Any terminal can read (or follow) the same build's log.
+    ids = re.search(r"templateID (\w+), buildID (\w+)", res.stdout + res.stderr)
+    assert ids, res.stdout + res.stderr
+    logs = arbor(server, "template", "logs", ids[1], ids[2], check=False)
+    assert "about to fail" in logs.stdout + logs.stderr, logs
     assert build_sandboxes_left() == []
     with pytest.raises(Exception):
         Sandbox.create(template=name, timeout=30, **server.sdk_opts())
@@ -288,6 +294,12 @@ def test_the_sdks_own_template_builder(server, tmp_path):
         assert out.stdout.split("\n")[:3] == ["hello sdk", "built-by-sdk", "yes"], out.stdout
     finally:
         sbx.kill()
+    # The upload URL is its own (signed, expiring) credential: without it, or altered, no upload.
+    with httpx.Client(base_url=server.url, headers={"X-API-KEY": server.key}) as api:
+        link = api.get(f"/templates/{info.template_id}/files/{'0' * 64}").json()
+        assert link["present"] is False and "signature=" in link["url"]
+        assert httpx.put(link["url"].split("?")[0], content=b"x").status_code == 401
+        assert httpx.put(link["url"][:-1] + ("0" if link["url"][-1] != "0" else "1"), content=b"x").status_code == 403
     arbor(server, "template", "delete", name)
 
 

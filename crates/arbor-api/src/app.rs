@@ -33,6 +33,8 @@ pub struct App {
     pub builder: arbor_build::Builder,
     /// Builds in progress (and finished ones since the start): logs and progress.
     pub builds: crate::templates::Builds,
+    /// Signs the upload URLs of template files (a key of this process).
+    pub upload_key: String,
     /// Running sandboxes, for the proxy.
     pub registry: Registry,
     /// Recently verified API keys.
@@ -99,6 +101,7 @@ impl App {
             node,
             builder,
             builds: crate::templates::Builds::new(root.join("builds")),
+            upload_key: crate::ids::token(),
             registry: Registry::default(),
             keys: KeyCache::default(),
             locks: Locks::default(),

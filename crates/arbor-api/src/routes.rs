@@ -13,6 +13,9 @@ use std::sync::Arc;
 /// envd proxy).
 pub fn router(app: Arc<App>, fallback: Router) -> Router {
     use handlers::{list, metrics, network, persist, sandboxes, templates, unsupported};
+    // The upload URL is its own credential (signed; see templates::file_upload).
+    let uploads =
+        Router::new().route("/templates/{id}/files/{hash}", put(templates::file_upload)).with_state(Arc::clone(&app));
     let api = Router::new()
         .route("/sandboxes", get(list::list_v1).post(sandboxes::create))
         .route("/v2/sandboxes", get(list::list_v2).post(sandboxes::create))
@@ -35,7 +38,7 @@ pub fn router(app: Arc<App>, fallback: Router) -> Router {
         .route("/v3/templates", post(templates::request_build))
         .route("/templates/aliases/{alias}", get(templates::alias))
         .route("/templates/{id}", get(templates::info).post(unsupported::unknown).delete(templates::delete))
-        .route("/templates/{id}/files/{hash}", get(templates::file_link).put(templates::file_upload))
+        .route("/templates/{id}/files/{hash}", get(templates::file_link))
         .route("/templates/{id}/builds/{build}/status", get(templates::status))
         .route("/v2/templates/{id}/builds/{build}", post(templates::start))
         // Tags, build logs by another route, PATCH: not served; a JSON 404 rather than the proxy.
@@ -45,6 +48,7 @@ pub fn router(app: Arc<App>, fallback: Router) -> Router {
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth::require_key))
         .with_state(app);
     Router::new()
+        .merge(uploads)
         .route("/openapi.json", get(|| async { ([("content-type", "application/json")], openapi::document()) }))
         .merge(api)
         .fallback_service(fallback)

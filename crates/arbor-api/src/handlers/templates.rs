@@ -136,18 +136,50 @@ pub async fn file_link(
     let present = app.builder.files_path(&hash).exists();
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:3000");
     let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-    let url = format!("{scheme}://{host}/templates/{template_id}/files/{hash}");
+    let expires = crate::app::now_ms() / 1000 + UPLOAD_URL_LIFETIME_S;
+    let signature = upload_signature(&app.upload_key, &template_id, &hash, expires);
+    let url = format!("{scheme}://{host}/templates/{template_id}/files/{hash}?expires={expires}&signature={signature}");
     Ok((StatusCode::CREATED, Json(json!({ "present": present, "url": url }))))
 }
 
+/// How long an upload URL works, in seconds.
+const UPLOAD_URL_LIFETIME_S: i64 = 3600;
+
+/// The signature of an upload URL: HMAC-SHA256 over what it allows, hex.
+fn upload_signature(key: &str, template_id: &str, hash: &str, expires: i64) -> String {
+    use hmac::Mac as _;
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()) else { return String::new() };
+    mac.update(format!("{template_id}\n{hash}\n{expires}").as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `?expires=&signature=` of an upload URL.
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    expires: Option<i64>,
+    signature: Option<String>,
+}
+
 /// `PUT /templates/{id}/files/{hash}`: a COPY's files (a tar, gzip or
-/// not), streamed to disk.
+/// not), streamed to disk. Like a presigned object-storage URL, the URL
+/// `GET /templates/{id}/files/{hash}` handed out is its own credential (the
+/// JS SDK uploads without the API key): signed by this server, for this
+/// template and hash, for an hour.
 pub async fn file_upload(
     AxState(app): AxState<Arc<App>>,
     Path((template_id, hash)): Path<(String, String)>,
+    Query(q): Query<UploadQuery>,
     body: Body,
 ) -> ApiResult<StatusCode> {
     valid_hash(&hash)?;
+    let (Some(expires), Some(signature)) = (q.expires, q.signature) else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "upload URLs come from GET /templates/{id}/files/{hash}"));
+    };
+    let expected = upload_signature(&app.upload_key, &template_id, &hash, expires);
+    let matches: bool = subtle_eq(expected.as_bytes(), signature.as_bytes());
+    if !matches || expires < crate::app::now_ms() / 1000 {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "the upload URL is invalid or expired; ask for a new one"));
+    }
     if app.store.get_template(&template_id).await?.is_none() {
         return Err(not_found(&format!("template {template_id}")));
     }
@@ -216,6 +248,11 @@ pub async fn status(
         out["reason"] = json!({ "message": reason, "step": step, "logEntries": running.log.tail(20) });
     }
     Ok(Json(out))
+}
+
+/// Compares without an early exit, so timing tells nothing of the secret.
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn build_json(b: &BuildRecord, in_use: usize) -> Value {
