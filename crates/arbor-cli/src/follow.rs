@@ -11,8 +11,11 @@ use serde_json::Value;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-/// How often the status is polled.
+/// How often the status is polled: as the SDKs do, after a first second of
+/// quicker polls (a build whose steps are all cached is done in tens of ms).
 const POLL: Duration = Duration::from_millis(200);
+/// The quicker polls of the first second.
+const FIRST_POLLS: Duration = Duration::from_millis(25);
 
 /// How a followed build ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +137,7 @@ pub async fn follow(client: &Client, template_id: &str, build_id: &str, logs_to_
                 display.finish();
                 return Ok(Outcome::Failed(status));
             }
-            _ => tokio::time::sleep(POLL).await,
+            _ => tokio::time::sleep(if started.elapsed() < Duration::from_secs(1) { FIRST_POLLS } else { POLL }).await,
         }
     }
 }
