@@ -35,6 +35,9 @@ pub struct App {
     pub builds: crate::templates::Builds,
     /// Signs the upload URLs of template files (a key of this process).
     pub upload_key: String,
+    /// Open upgrade tunnels (WebSockets) into sandboxes through their
+    /// public URLs; a pause or kill closes a sandbox's.
+    pub tunnels: arbor_proxy::Tunnels,
     /// Running sandboxes, for the proxy.
     pub registry: Registry,
     /// Recently verified API keys.
@@ -102,6 +105,7 @@ impl App {
             builder,
             builds: crate::templates::Builds::new(root.join("builds")),
             upload_key: crate::ids::token(),
+            tunnels: arbor_proxy::Tunnels::default(),
             registry: Registry::default(),
             keys: KeyCache::default(),
             locks: Locks::default(),
@@ -158,7 +162,12 @@ impl App {
             return;
         };
         let generation = u64::try_from(now_ms()).unwrap_or(0);
-        let live = Live { addr: SocketAddr::from((addr, ENVD_PORT)), token: record.envd_token.clone(), generation };
+        let live = Live {
+            addr: SocketAddr::from((addr, ENVD_PORT)),
+            token: record.envd_token.clone(),
+            generation,
+            traffic_token: record.traffic_token.clone(),
+        };
         self.registry.insert(&record.id, live);
     }
 
@@ -169,6 +178,7 @@ impl App {
         let task = tokio::spawn(async move {
             let _op = app.locks.lock(&record.id).await;
             app.registry.remove(&record.id);
+            app.tunnels.close(&record.id);
             if record.state == arbor_store::State::Running {
                 app.sample(&record).await;
             }

@@ -78,6 +78,8 @@ impl App {
                 return Err(ApiError::conflict(format!("sandbox {id} is already paused")));
             }
             app.registry.remove(&id);
+            // Its connections end, as a paused VM's would.
+            app.tunnels.close(&id);
             app.sample(&record).await;
             if let Err(e) = app.node.freeze(&id).await {
                 app.register(&record);

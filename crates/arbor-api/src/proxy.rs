@@ -22,6 +22,7 @@ impl EnvdRoutes {
         self.app.registry.get(id).map(|live| {
             let mut target = Target::new(id, live.addr);
             target.generation = live.generation;
+            target.traffic_token = live.traffic_token;
             target
         })
     }
@@ -74,7 +75,32 @@ impl Resolver for EnvdRoutes {
     }
 }
 
+/// The proxy over `app`'s sandboxes.
+pub fn proxy(app: Arc<App>) -> Arc<arbor_proxy::Proxy> {
+    let tunnels = app.tunnels.clone();
+    Arc::new(arbor_proxy::Proxy::new(Arc::new(EnvdRoutes { app })).with_tunnels(tunnels))
+}
+
 /// The envd proxy over `app`'s sandboxes, to serve as the API router's fallback.
 pub fn router(app: Arc<App>) -> axum::Router {
-    arbor_proxy::router(Arc::new(EnvdRoutes { app }))
+    proxy(app).router()
+}
+
+/// Serves requests whose `Host` is a sandbox's public URL
+/// (`<port>-<id>.<domain>`) through the proxy, whatever their path; all
+/// others go on to the API.
+pub async fn by_host(
+    axum::extract::State((domain, proxy)): axum::extract::State<(Arc<str>, Arc<arbor_proxy::Proxy>)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    match host.and_then(|h| arbor_proxy::parse_host(h, &domain)) {
+        Some((port, id)) => proxy.handle_host(req, port, &id).await,
+        None => next.run(req).await,
+    }
 }

@@ -17,6 +17,8 @@ pub struct Live {
     pub token: String,
     /// Which incarnation of the sandbox's envd this is (see `App::register`).
     pub generation: u64,
+    /// The token its public URLs require (`None`: public traffic allowed).
+    pub traffic_token: Option<String>,
 }
 
 /// The running sandboxes and when each last saw a request.
@@ -99,6 +101,7 @@ mod tests {
             addr: "10.0.0.2:49983".parse().unwrap_or_else(|_| unreachable!()),
             token: token.into(),
             generation: 0,
+            traffic_token: None,
         };
         r.insert("a", live("t1"));
         r.insert("a", live("t1"));

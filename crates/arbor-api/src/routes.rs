@@ -16,6 +16,7 @@ pub fn router(app: Arc<App>, fallback: Router) -> Router {
     // The upload URL is its own credential (signed; see templates::file_upload).
     let uploads =
         Router::new().route("/templates/{id}/files/{hash}", put(templates::file_upload)).with_state(Arc::clone(&app));
+    let (app_domain, host_app) = (app.cfg.domain.clone(), Arc::clone(&app));
     let api = Router::new()
         .route("/sandboxes", get(list::list_v1).post(sandboxes::create))
         .route("/v2/sandboxes", get(list::list_v2).post(sandboxes::create))
@@ -47,9 +48,11 @@ pub fn router(app: Arc<App>, fallback: Router) -> Router {
         .route("/secrets", get(unsupported::unknown).post(unsupported::unknown))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth::require_key))
         .with_state(app);
+    let hosts = (Arc::<str>::from(app_domain.as_str()), crate::proxy::proxy(host_app));
     Router::new()
         .merge(uploads)
         .route("/openapi.json", get(|| async { ([("content-type", "application/json")], openapi::document()) }))
         .merge(api)
         .fallback_service(fallback)
+        .layer(middleware::from_fn_with_state(hosts, crate::proxy::by_host))
 }

@@ -3,6 +3,7 @@
 use crate::{
     body::ActivityBody,
     error::{ErrorShape, ProxyError},
+    host::Tunnels,
     resolver::{Lookup, Resolver, Target},
     stream::ConnectStream,
 };
@@ -58,6 +59,7 @@ pub struct Proxy {
     resolver: Arc<dyn Resolver>,
     client: Client<HttpConnector, UpstreamBody>,
     activity_interval: Duration,
+    tunnels: Tunnels,
 }
 
 impl fmt::Debug for Proxy {
@@ -76,7 +78,22 @@ impl Proxy {
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector);
-        Self { resolver, client, activity_interval: DEFAULT_ACTIVITY_INTERVAL }
+        Self { resolver, client, activity_interval: DEFAULT_ACTIVITY_INTERVAL, tunnels: Tunnels::default() }
+    }
+
+    /// Keeps open upgrade tunnels in `tunnels` (shared with whoever closes
+    /// them when a sandbox pauses).
+    pub fn with_tunnels(mut self, tunnels: Tunnels) -> Self {
+        self.tunnels = tunnels;
+        self
+    }
+
+    pub(crate) fn resolver(&self) -> &Arc<dyn Resolver> {
+        &self.resolver
+    }
+
+    pub(crate) fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
     }
 
     /// Sets how often an open request or response body reports activity
@@ -104,9 +121,26 @@ impl Proxy {
     /// shape the SDKs expect for the path (see [`ProxyError`]); everything
     /// envd answers is passed on unchanged.
     pub async fn handle(&self, req: Request) -> Response {
+        match self.resolve(req.headers()).await {
+            Ok(target) => self.handle_target(req, target).await,
+            Err(e) => {
+                let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                tracing::debug!(error = %e, "envd proxy refused a request");
+                e.into_response_shaped(ErrorShape::of(req.uri().path(), content_type))
+            }
+        }
+    }
+
+    /// Proxies one request to envd at `target`, its errors shaped for the path.
+    pub(crate) async fn handle_target(&self, req: Request, target: Target) -> Response {
         let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let shape = ErrorShape::of(req.uri().path(), content_type);
-        match self.forward(req).await {
+        let forwarded = async {
+            let upstream = self.upstream_request(req, &target)?;
+            let resp = self.send(upstream).await.map_err(|e| unreachable(&target, &e))?;
+            Ok::<_, ProxyError>(self.downstream_response(resp, &target))
+        };
+        match forwarded.await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, "envd proxy refused a request");
@@ -115,16 +149,21 @@ impl Proxy {
         }
     }
 
-    async fn forward(&self, req: Request) -> Result<Response, ProxyError> {
-        let target = self.resolve(req.headers()).await?;
+    /// The request to send upstream to `target`: origin URI of the pool's
+    /// authority, HTTP/1.1, hop-by-hop headers and `Host` dropped, a body
+    /// that reports activity.
+    pub(crate) fn upstream_request(
+        &self,
+        req: Request,
+        target: &Target,
+    ) -> Result<http::Request<UpstreamBody>, ProxyError> {
+        self.resolver.activity(&target.sandbox_id);
         let sandbox_id: Arc<str> = Arc::from(target.sandbox_id.as_str());
-        self.resolver.activity(&sandbox_id);
-
         let (mut parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::builder()
             .scheme("http")
-            .authority(pool_authority(&target))
+            .authority(pool_authority(target))
             .path_and_query(path_and_query)
             .build()
             .map_err(|e| ProxyError::Status {
@@ -137,10 +176,22 @@ impl Proxy {
         // The client sets Host from the URI: envd sees its own address.
         parts.headers.remove(header::HOST);
         parts.extensions = http::Extensions::new();
-        let body = ActivityBody::new(body, self.resolver.clone(), sandbox_id.clone(), self.activity_interval);
-        let upstream = http::Request::from_parts(parts, body);
+        let body = ActivityBody::new(body, self.resolver.clone(), sandbox_id, self.activity_interval);
+        Ok(http::Request::from_parts(parts, body))
+    }
 
-        let resp = self.client.request(upstream).await.map_err(|e| unreachable(&target, &e))?;
+    /// Sends a request made by [`Proxy::upstream_request`] on a pooled connection.
+    pub(crate) async fn send(
+        &self,
+        upstream: http::Request<UpstreamBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        self.client.request(upstream).await
+    }
+
+    /// The answer passed back: hop-by-hop headers dropped, the body
+    /// reporting activity, a Connect stream ended cleanly if envd dies.
+    pub(crate) fn downstream_response(&self, resp: http::Response<hyper::body::Incoming>, target: &Target) -> Response {
+        let sandbox_id: Arc<str> = Arc::from(target.sandbox_id.as_str());
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let streaming = parts.status == http::StatusCode::OK
@@ -158,7 +209,7 @@ impl Proxy {
         } else {
             Body::new(ActivityBody::new(body, resolver, sandbox_id, every))
         };
-        Ok(Response::from_parts(parts, body))
+        Response::from_parts(parts, body)
     }
 
     async fn resolve(&self, headers: &HeaderMap) -> Result<Target, ProxyError> {

@@ -32,12 +32,15 @@ pub struct Target {
     /// sandbox was restored from a checkpoint), so no request is sent down a
     /// dead pooled connection. 0 is fine otherwise.
     pub generation: u64,
+    /// The token requests to the sandbox's other ports (its public URLs)
+    /// must carry; `None` when its public traffic is allowed.
+    pub traffic_token: Option<String>,
 }
 
 impl Target {
-    /// A target with generation 0.
+    /// A target with generation 0 that allows public traffic.
     pub fn new(sandbox_id: impl Into<String>, addr: SocketAddr) -> Self {
-        Self { sandbox_id: sandbox_id.into(), addr, generation: 0 }
+        Self { sandbox_id: sandbox_id.into(), addr, generation: 0, traffic_token: None }
     }
 }
 
