@@ -1,0 +1,56 @@
+//! TLS for `arbor server`.
+//!
+//! Sandbox ports are reached at `https://<port>-<sandboxID>.<domain>`, so the
+//! server needs a certificate for `*.<domain>`. An operator may bring one
+//! ([`Certs::from_files`]); otherwise Arbor keeps a local CA of its own and a
+//! wildcard leaf signed by it ([`Certs::load_or_create`]), and prints the CA
+//! path so clients can trust it. [`serve`] then runs an axum router behind
+//! TLS with HTTP/1.1 and HTTP/2 chosen by ALPN.
+#![warn(missing_docs)]
+
+mod certs;
+mod serve;
+
+pub use certs::{host_of, Certs};
+pub use serve::serve;
+
+/// Errors of certificate handling and of the TLS listener.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A file holds no PEM block of the kind needed.
+    #[error("{path}: not a PEM {what}")]
+    NotPem {
+        /// The file.
+        path: std::path::PathBuf,
+        /// "certificate" or "private key".
+        what: &'static str,
+    },
+    /// The private key is not the key of the (first) certificate.
+    #[error("{key}: this private key does not match the certificate in {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: std::path::PathBuf,
+        /// The key file.
+        key: std::path::PathBuf,
+    },
+    /// rustls refused the certificate or key.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// Generating a key or a certificate failed.
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// The domain is not usable as a DNS name.
+    #[error("domain {0:?} is not a DNS name")]
+    BadDomain(String),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
