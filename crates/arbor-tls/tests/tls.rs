@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use arbor_tls::{Certs, Error};
-use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path};
+use std::{os::unix::fs::PermissionsExt, path::Path};
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap()
@@ -130,6 +130,6 @@ async fn serves_http1_and_http2_with_the_generated_ca() {
 
     stop.send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
-    let gone: Result<_, _> = tokio::net::TcpStream::connect(SocketAddr::from(addr)).await;
+    let gone = tokio::net::TcpStream::connect(addr).await;
     assert!(gone.is_err(), "the listener is closed after shutdown");
 }
