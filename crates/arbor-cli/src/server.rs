@@ -13,6 +13,8 @@ use std::{
     time::Duration,
 };
 
+mod edge;
+
 /// Flags of `arbor server` (each also an `ARBOR_*` environment variable).
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
@@ -67,6 +69,25 @@ pub struct ServerArgs {
     /// No disk limits (no btrfs image is mounted over `<data>/sandboxes`).
     #[arg(long, env = "ARBOR_NO_DISK_LIMITS")]
     pub no_disk_limits: bool,
+    /// Address of a TLS listener serving the same as `--listen` (HTTP/1.1 and
+    /// HTTP/2), with a certificate for `*.<domain>`; off when not given.
+    #[arg(long, env = "ARBOR_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS listener (default: one issued by a
+    /// local CA that Arbor keeps in `<data-dir>/tls`).
+    #[arg(long, env = "ARBOR_TLS_CERT", requires_all = ["tls_key", "tls_listen"])]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "ARBOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Address (UDP and TCP) of a DNS responder answering `<domain>` and
+    /// `*.<domain>` with this server's address; off when not given.
+    #[arg(long, env = "ARBOR_DNS")]
+    pub dns: Option<SocketAddr>,
+    /// The IPv4 address DNS answers with (default: the address of
+    /// `--tls-listen`, else of `--listen`; 127.0.0.1 for a wildcard address).
+    #[arg(long, env = "ARBOR_DNS_ANSWER", requires = "dns")]
+    pub dns_answer: Option<std::net::Ipv4Addr>,
 }
 
 fn instance_name(s: &str) -> Result<String, String> {
@@ -157,6 +178,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         bail!("arbor server needs root (namespaces, cgroups, networking)");
     }
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    // Before the node starts: a bad certificate or a taken port ends the start at once.
+    let edge = edge::Edge::bind(&args, args.listen).await?;
     let url = match &args.database {
         Some(url) => url.clone(),
         None => format!("sqlite:{}", args.data_dir.join("arbor.db").display()),
@@ -204,13 +227,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             tracing::debug!("TCP_NODELAY: {e}");
         }
     });
-    print_banner(addr, &key, kept, dropped);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown()).await.context("serving")?;
+    print_banner(addr, &key, kept, dropped, &edge.banner(&args.domain));
+    let plain = {
+        let router = router.clone();
+        async move { axum::serve(listener, router).with_graceful_shutdown(shutdown()).await.context("serving") }
+    };
+    tokio::try_join!(plain, edge.serve(router, shutdown))?;
     tracing::info!("stopped; sandboxes keep running until the next start");
     Ok(())
 }
 
-fn print_banner(addr: SocketAddr, key: &str, kept: usize, dropped: usize) {
+fn print_banner(addr: SocketAddr, key: &str, kept: usize, dropped: usize, edge: &[String]) {
     let url = format!("http://{addr}");
     println!("Arbor is serving at {url}");
     println!("API key: {key}");
@@ -223,6 +250,12 @@ fn print_banner(addr: SocketAddr, key: &str, kept: usize, dropped: usize) {
     println!("  export NOVITA_SANDBOX_URL={url}");
     println!("  export NOVITA_API_KEY={key}");
     println!("(for the e2b SDK: E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY the same way)");
+    if !edge.is_empty() {
+        println!();
+        for line in edge {
+            println!("{line}");
+        }
+    }
 }
 
 async fn shutdown() {
