@@ -36,12 +36,12 @@ pub enum Error {
     #[error("domain {0:?} is not a DNS name")]
     BadDomain(String),
     /// The UDP or TCP socket could not be bound.
-    #[error("DNS responder: binding {addr}: {source}")]
+    #[error("DNS responder: binding {addr}: {err}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// What failed.
-        source: std::io::Error,
+        /// What failed (shown in the message, so not a `source`).
+        err: std::io::Error,
     },
 }
 
@@ -80,8 +80,8 @@ impl Responder {
         let zone = Arc::new(Zone { name: zone_name(domain)?, answer });
         let mut tries = 0;
         loop {
-            let udp = UdpSocket::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
-            let udp_addr = udp.local_addr().map_err(|source| Error::Bind { addr, source })?;
+            let udp = UdpSocket::bind(addr).await.map_err(|err| Error::Bind { addr, err })?;
+            let udp_addr = udp.local_addr().map_err(|err| Error::Bind { addr, err })?;
             match TcpListener::bind(udp_addr).await {
                 Ok(tcp) => return Ok(Responder { udp, tcp, zone }),
                 // The port UDP got may be taken for TCP; pick another.
@@ -89,7 +89,7 @@ impl Responder {
                     tries += 1;
                     tracing::debug!("DNS responder: TCP {udp_addr}: {e}; trying another port");
                 }
-                Err(source) => return Err(Error::Bind { addr: udp_addr, source }),
+                Err(err) => return Err(Error::Bind { addr: udp_addr, err }),
             }
         }
     }

@@ -57,7 +57,7 @@ impl Certs {
         if host.is_empty() || host.contains(['/', ' ', '*']) {
             return Err(Error::BadDomain(domain.to_string()));
         }
-        fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        fs::create_dir_all(dir).map_err(|err| Error::Io { path: dir.to_path_buf(), err })?;
         let ca_path = dir.join(CA_FILE);
         let ca_key_path = dir.join(CA_KEY_FILE);
         let leaf_path = dir.join(LEAF_FILE);
@@ -119,9 +119,9 @@ impl Certs {
     /// An operator's certificate: `cert` is a PEM chain (leaf first), `key`
     /// its PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub fn from_files(cert: &Path, key: &Path) -> Result<Certs> {
-        let pem = fs::read_to_string(cert).map_err(|source| Error::Io { path: cert.to_path_buf(), source })?;
+        let pem = fs::read_to_string(cert).map_err(|err| Error::Io { path: cert.to_path_buf(), err })?;
         let chain = parse_certs(cert, &pem)?;
-        let key_bytes = fs::read(key).map_err(|source| Error::Io { path: key.to_path_buf(), source })?;
+        let key_bytes = fs::read(key).map_err(|err| Error::Io { path: key.to_path_buf(), err })?;
         let key_der = PrivateKeyDer::from_pem_slice(&key_bytes)
             .map_err(|_| Error::NotPem { path: key.to_path_buf(), what: "private key" })?;
         let config = server_config(chain, key_der, cert, key)?;
@@ -237,7 +237,7 @@ fn read_opt(path: &Path) -> Result<Option<String>> {
     match fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io { path: path.to_path_buf(), source }),
+        Err(err) => Err(Error::Io { path: path.to_path_buf(), err }),
     }
 }
 
@@ -245,7 +245,7 @@ fn read_opt(path: &Path) -> Result<Option<String>> {
 /// half a key; `mode` is set at creation, so a key is never readable by others.
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let tmp = path.with_extension("pem.tmp");
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let io = |err| Error::Io { path: path.to_path_buf(), err };
     let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io)?;
     f.write_all(data).and_then(|()| f.sync_all()).map_err(io)?;

@@ -18,12 +18,12 @@ pub use serve::serve;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         /// The file.
         path: std::path::PathBuf,
-        /// What failed.
-        source: std::io::Error,
+        /// What failed (shown in the message, so not a `source`).
+        err: std::io::Error,
     },
     /// A file holds no PEM block of the kind needed.
     #[error("{path}: not a PEM {what}")]
