@@ -35,7 +35,7 @@ done
 install_debian_packages() {
     step "Debian packages"
     local wanted=(build-essential pkg-config ca-certificates file procps python3 python3-venv git nftables iproute2
-        busybox-static btrfs-progs postgresql docker-registry skopeo umoci)
+        busybox-static btrfs-progs postgresql docker-registry skopeo umoci curl wrk)
     command -v node >/dev/null 2>&1 || wanted+=(nodejs)
     command -v npm >/dev/null 2>&1 || wanted+=(npm)
     local missing=()

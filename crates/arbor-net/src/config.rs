@@ -67,7 +67,8 @@ impl Config {
 
 /// What a sandbox may reach beyond itself. The host and other sandboxes are never reachable.
 ///
-/// Order of evaluation: `deny_out` drops, then `allow_out` accepts, then `internet` decides.
+/// Order of evaluation (E2B's): `allow_out` accepts, then `deny_out` drops, then `internet`
+/// decides; so `deny_out: [0.0.0.0/0]` with an `allow_out` list is an allow-list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Egress to any other destination (masqueraded behind the host's address).

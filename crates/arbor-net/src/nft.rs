@@ -177,11 +177,13 @@ impl Nft {
         let _ = writeln!(s, "add chain {t} {chain} {{ comment \"{id}\"; }}");
         let _ = writeln!(s, "flush chain {t} {chain}");
         // One rule per network: an anonymous set would reject overlapping networks.
-        for net in &policy.deny_out {
-            let _ = writeln!(s, "add rule {t} {chain} ip daddr {} drop", net.trunc());
-        }
+        // As in E2B: an allowed destination is reachable even inside a denied
+        // range, so `deny_out: [0.0.0.0/0]` plus `allow_out` is an allow-list.
         for net in &policy.allow_out {
             let _ = writeln!(s, "add rule {t} {chain} ip daddr {} accept", net.trunc());
+        }
+        for net in &policy.deny_out {
+            let _ = writeln!(s, "add rule {t} {chain} ip daddr {} drop", net.trunc());
         }
         let verdict = if policy.internet { "accept" } else { "drop" };
         let _ = writeln!(s, "add rule {t} {chain} {verdict}");

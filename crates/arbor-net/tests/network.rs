@@ -150,6 +150,15 @@ fn egress_follows_the_policy() {
         assert!(fetch_from(&sb, INTERNET, 80).is_some(), "allow_out opens a destination");
         assert_eq!(net.get("eg").await.unwrap().policy, Some(allow));
 
+        // E2B's allow-list: everything denied but what allow_out names.
+        let only = Policy {
+            internet: true,
+            allow_out: vec!["198.51.100.1/32".parse().unwrap()],
+            deny_out: vec!["0.0.0.0/0".parse().unwrap()],
+        };
+        net.set_policy("eg", only).await.unwrap();
+        assert!(fetch_from(&sb, INTERNET, 80).is_some(), "allow_out wins over deny_out");
+
         // A new sandbox without internet is cut off from the start.
         let off = net.create("eg-off", Policy::default()).await.unwrap();
         assert_eq!(fetch_from(&off, INTERNET, 80), None);

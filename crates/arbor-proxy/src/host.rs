@@ -121,7 +121,8 @@ impl Proxy {
         }
         let mut target = target;
         target.addr.set_port(port);
-        let result = if is_upgrade(&req) { self.tunnel(req, &target).await } else { self.forward_port(req, &target).await };
+        let result =
+            if is_upgrade(&req) { self.tunnel(req, &target).await } else { self.forward_port(req, &target).await };
         match result {
             Ok(resp) => resp,
             Err(reason) => answer(
@@ -199,8 +200,17 @@ mod tests {
         assert_eq!(parse_host("8000-ABC123.Arbor.Test:3443", "arbor.test:3443"), Some((8000, "abc123".into())));
         assert_eq!(parse_host("49983-x.localhost:3000", "localhost"), Some((49983, "x".into())));
         assert_eq!(parse_host("8000-abc.arbor.test.", "arbor.test"), Some((8000, "abc".into())));
-        for bad in ["arbor.test", "127.0.0.1:3000", "x-abc.arbor.test", "0-abc.arbor.test", "70000-a.arbor.test",
-            "8000-.arbor.test", "8000-a.b.arbor.test", "8000-abc.other.test", "8000-abcarbor.test"] {
+        for bad in [
+            "arbor.test",
+            "127.0.0.1:3000",
+            "x-abc.arbor.test",
+            "0-abc.arbor.test",
+            "70000-a.arbor.test",
+            "8000-.arbor.test",
+            "8000-a.b.arbor.test",
+            "8000-abc.other.test",
+            "8000-abcarbor.test",
+        ] {
             assert_eq!(parse_host(bad, "arbor.test"), None, "{bad}");
         }
     }

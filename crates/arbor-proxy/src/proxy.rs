@@ -194,6 +194,9 @@ impl Proxy {
         let sandbox_id: Arc<str> = Arc::from(target.sandbox_id.as_str());
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        // The client's connection is ours: an HTTP/1.0 upstream (python's
+        // http.server) must not turn it into HTTP/1.0.
+        parts.version = Version::HTTP_11;
         let streaming = parts.status == http::StatusCode::OK
             && parts
                 .headers
