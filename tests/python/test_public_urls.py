@@ -41,11 +41,10 @@ def via_proxy(server, host: str, path: str = "/", **kw) -> httpx.Response:
 
 def serve(sbx: Sandbox, port: int, directory: str = "/tmp") -> None:
     sbx.commands.run(f"cd {directory} && python3 -m http.server {port}", background=True)
-    for _ in range(100):
-        if sbx.commands.run(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/ || true").stdout == "200":
-            return
+    deadline = time.monotonic() + 30
+    while sbx.commands.run(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/ || true").stdout != "200":
+        assert time.monotonic() < deadline, f"port {port} never answered"
         time.sleep(0.05)
-    raise AssertionError(f"port {port} never answered")
 
 
 def test_get_host_serves_a_sandbox_port(server):
@@ -137,9 +136,9 @@ def test_websocket_echo_and_pause_closes_it(server):
     try:
         sbx.files.write("/tmp/ws.py", WS_ECHO)
         sbx.commands.run("python3 /tmp/ws.py", background=True)
-        for _ in range(100):
-            if sbx.commands.run("ss -ltn | grep -c ':8765 ' || true").stdout.strip() == "1":
-                break
+        deadline = time.monotonic() + 30
+        while sbx.commands.run("ss -ltn | grep -c ':8765 ' || true").stdout.strip() != "1":
+            assert time.monotonic() < deadline, "the echo server never listened"
             time.sleep(0.05)
         sock, replies = ws_roundtrip(server, sbx.get_host(8765), ["one", "two" * 50])
         assert replies == ["echo:one", "echo:" + "two" * 50]
@@ -308,15 +307,13 @@ sbx = Sandbox.create(api_url=api_url, api_key=key, timeout=120)
 try:
     sbx.files.write("/tmp/www/index.html", "over tls\n")
     sbx.commands.run("cd /tmp/www && python3 -m http.server 8000", background=True)
-    url = f"https://{sbx.get_host(8000)}/index.html"
-    for _ in range(100):
-        try:
-            r = httpx.get(url, timeout=10)
-            if r.status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
+    ready = "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/index.html || true"
+    deadline = time.monotonic() + 30
+    while sbx.commands.run(ready).stdout != "200":
+        assert time.monotonic() < deadline, "http.server never answered inside the sandbox"
         time.sleep(0.05)
+    url = f"https://{sbx.get_host(8000)}/index.html"
+    r = httpx.get(url, timeout=10)
     print(sbx.get_host(8000))
     print(r.http_version, r.text.strip())
     with httpx.Client(http2=True) as h2:

@@ -110,8 +110,8 @@ impl Proxy {
             return self.handle_target(req, target).await;
         }
         if let Some(expected) = &target.traffic_token {
-            let given = req.headers().get(TRAFFIC_TOKEN_HEADER).and_then(|v| v.to_str().ok());
-            if given != Some(expected.as_str()) {
+            let given = req.headers().get(TRAFFIC_TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(given, expected.as_bytes())) {
                 let message = format!(
                     "sandbox {sandbox_id} does not allow public traffic: send its traffic access token in \
                      the E2B-Traffic-Access-Token header"

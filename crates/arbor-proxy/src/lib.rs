@@ -9,7 +9,9 @@
 //! bodies flow through unbuffered both ways, hop-by-hop headers are dropped,
 //! `Host` becomes envd's address, and everything else (including
 //! `X-Access-Token`, which envd checks itself) passes unchanged.
-//! See `docs/proxy.md`.
+//! Requests whose `Host` is a public URL (`<port>-<id>.<domain>`) go to that
+//! port of that sandbox instead (any path, upgrades as
+//! tunnels, traffic tokens). See `docs/proxy.md` and `docs/public-urls.md`.
 //!
 //! External crates:
 //! * `hyper` / `hyper-util`: the pooled HTTP/1.1 client to envd (keep-alive
@@ -21,6 +23,7 @@
 //!   proxy's own errors on Connect paths and to end a stream cleanly when
 //!   envd dies in the middle of it.
 //! * `async-trait`: an object-safe async [`Resolver`].
+//! * `subtle`: constant-time comparison of traffic tokens.
 //! * `serde_json`, `bytes`: error bodies; `thiserror`: [`ProxyError`];
 //!   `tokio`: the activity timer; `tracing`: logs.
 

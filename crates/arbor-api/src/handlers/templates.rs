@@ -176,7 +176,7 @@ pub async fn file_upload(
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "upload URLs come from GET /templates/{id}/files/{hash}"));
     };
     let expected = upload_signature(&app.upload_key, &template_id, &hash, expires);
-    let matches: bool = subtle_eq(expected.as_bytes(), signature.as_bytes());
+    let matches = bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), signature.as_bytes()));
     if !matches || expires < crate::app::now_ms() / 1000 {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "the upload URL is invalid or expired; ask for a new one"));
     }
@@ -248,11 +248,6 @@ pub async fn status(
         out["reason"] = json!({ "message": reason, "step": step, "logEntries": running.log.tail(20) });
     }
     Ok(Json(out))
-}
-
-/// Compares without an early exit, so timing tells nothing of the secret.
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn build_json(b: &BuildRecord, in_use: usize) -> Value {
