@@ -13,22 +13,29 @@ import os
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
-import uuid
 
 import httpx
 import pytest
 
 from novita_sandbox.core import Sandbox
+from envd_harness import free_port
 from server_harness import start_server
 
 DOMAIN = "arbor.test"
+# The built-in DNS responder's address (any of 127/8; port 53, where resolvers ask).
+DNS_IP = "127.0.0.153"
 
 
 @pytest.fixture(scope="module")
 def server():
-    srv = start_server(domain=DOMAIN)
+    """One server for the module, with a TLS listener and the DNS responder: two servers of the
+    harness's instance must never run at once (they would share its network table and pool)."""
+    tls_port = free_port()
+    srv = start_server(domain=f"{DOMAIN}:{tls_port}", tls_listen=f"127.0.0.1:{tls_port}", dns=f"{DNS_IP}:53")
+    srv.tls_port = tls_port
     yield srv
     srv.teardown()
 
@@ -53,7 +60,7 @@ def test_get_host_serves_a_sandbox_port(server):
         sbx.files.write("/tmp/www/hello.txt", "hello through the proxy\n")
         serve(sbx, 8000, "/tmp/www")
         host = sbx.get_host(8000)
-        assert host == f"8000-{sbx.sandbox_id}.{DOMAIN}", host
+        assert host == f"8000-{sbx.sandbox_id}.{DOMAIN}:{server.tls_port}", host
         listing = via_proxy(server, host)
         assert listing.status_code == 200 and "hello.txt" in listing.text
         assert via_proxy(server, host, "/hello.txt").text == "hello through the proxy\n"
@@ -69,7 +76,7 @@ def test_get_host_serves_a_sandbox_port(server):
     finally:
         sbx.kill()
     # Unknown (or killed) sandbox: 404.
-    gone = via_proxy(server, f"8000-{sbx.sandbox_id}.{DOMAIN}")
+    gone = via_proxy(server, sbx.get_host(8000))
     assert gone.status_code == 404 and gone.json()["code"] == 404
 
 
@@ -323,34 +330,24 @@ finally:
 '''
 
 
-def test_sdk_over_tls_with_the_generated_ca_and_the_builtin_dns(tmp_path):
-    help_text = subprocess.run([str(__import__("server_harness").arbor_binary()), "server", "--help"],
-                               capture_output=True, text=True).stdout
-    if "--tls-listen" not in help_text:
-        pytest.skip("this build has no TLS listener")
-    from envd_harness import free_port
-
-    tls_port, dns_ip = free_port(), "127.0.0.153"
-    srv = start_server(domain=f"{DOMAIN}:{tls_port}", tls_listen=f"127.0.0.1:{tls_port}", dns=f"{dns_ip}:53")
-    try:
-        ca = srv.base / "data" / "tls" / "ca.pem"
-        assert ca.is_file()
-        assert any(str(ca) in line for line in srv.output), "the banner names the CA"
-        (tmp_path / "client.py").write_text(CLIENT)
-        (tmp_path / "resolv.conf").write_text(f"nameserver {dns_ip}\n")
-        # This test's own view of the machine's resolver: a mount namespace whose /etc/resolv.conf
-        # points at the built-in DNS; the SDK and httpx resolve names as they always do.
-        script = (
-            f"mount --bind {tmp_path / 'resolv.conf'} /etc/resolv.conf && "
-            f"exec env SSL_CERT_FILE={ca} {os.environ.get('PYTHON', __import__('sys').executable)} "
-            f"{tmp_path / 'client.py'} https://api.{DOMAIN}:{tls_port} {srv.key}"
-        )
-        out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                             capture_output=True, text=True, timeout=180)
-        assert out.returncode == 0, out.stdout + out.stderr
-        host, http1, http2 = out.stdout.strip().splitlines()
-        assert host.startswith("8000-") and host.endswith(f".{DOMAIN}:{tls_port}"), host
-        assert http1 == "HTTP/1.1 over tls", out.stdout
-        assert http2 == "HTTP/2", out.stdout
-    finally:
-        srv.teardown()
+def test_sdk_over_tls_with_the_generated_ca_and_the_builtin_dns(server, tmp_path):
+    tls_port = server.tls_port
+    ca = server.base / "data" / "tls" / "ca.pem"
+    assert ca.is_file()
+    assert any(str(ca) in line for line in server.output), "the banner names the CA"
+    (tmp_path / "client.py").write_text(CLIENT)
+    (tmp_path / "resolv.conf").write_text(f"nameserver {DNS_IP}\n")
+    # This test's own view of the machine's resolver: a mount namespace whose /etc/resolv.conf
+    # points at the built-in DNS; the SDK and httpx resolve names as they always do.
+    script = (
+        f"mount --bind {tmp_path / 'resolv.conf'} /etc/resolv.conf && "
+        f"exec env SSL_CERT_FILE={ca} {sys.executable} "
+        f"{tmp_path / 'client.py'} https://api.{DOMAIN}:{tls_port} {server.key}"
+    )
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    host, http1, http2 = out.stdout.strip().splitlines()
+    assert host.startswith("8000-") and host.endswith(f".{DOMAIN}:{tls_port}"), host
+    assert http1 == "HTTP/1.1 over tls", out.stdout
+    assert http2 == "HTTP/2", out.stdout
