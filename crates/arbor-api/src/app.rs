@@ -18,7 +18,7 @@ use std::{
 };
 
 /// envd's port in every sandbox.
-pub const ENVD_PORT: u16 = 49983;
+pub use arbor_proto::ENVD_PORT;
 
 /// Everything a request handler or a timer needs.
 #[derive(Debug)]

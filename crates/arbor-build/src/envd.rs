@@ -11,9 +11,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-/// envd's port in every sandbox.
-const ENVD_PORT: u16 = 49983;
-
 /// A build sandbox's envd.
 #[derive(Debug, Clone)]
 pub struct Envd {
@@ -57,7 +54,7 @@ impl Envd {
     }
 
     async fn connect(&self) -> Result<Sender> {
-        let stream = tokio::net::TcpStream::connect((self.addr, ENVD_PORT))
+        let stream = tokio::net::TcpStream::connect((self.addr, arbor_proto::ENVD_PORT))
             .await
             .map_err(|e| Error::Envd(format!("connecting to {}: {e}", self.addr)))?;
         let _ = stream.set_nodelay(true);

@@ -4,7 +4,7 @@ use clap::Parser;
 use std::{net::SocketAddr, path::PathBuf};
 
 /// The port envd listens on in every sandbox; the SDKs assume it.
-pub const ENVD_PORT: u16 = 49983;
+pub use arbor_proto::ENVD_PORT;
 
 /// `arbor-envd` command-line options.
 #[derive(Debug, Clone, Parser)]

@@ -9,8 +9,6 @@ use arbor_runtime::{After, Checkpoint, Driver};
 use http_body_util::{BodyExt, Full};
 use std::{net::Ipv4Addr, time::Duration};
 
-/// envd's port inside every sandbox.
-const ENVD_PORT: u16 = 49983;
 /// How long a restored envd gets to take its new settings.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -103,7 +101,8 @@ impl Node {
 pub(crate) async fn init_envd(addr: Ipv4Addr, token: &str, body: String) -> Result<()> {
     let fail = |e: String| Error::Invalid(format!("handing the restored envd its settings: {e}"));
     let call = async {
-        let stream = tokio::net::TcpStream::connect((addr, ENVD_PORT)).await.map_err(|e| fail(e.to_string()))?;
+        let stream =
+            tokio::net::TcpStream::connect((addr, arbor_proto::ENVD_PORT)).await.map_err(|e| fail(e.to_string()))?;
         let io = hyper_util::rt::TokioIo::new(stream);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| fail(e.to_string()))?;
         tokio::spawn(conn);

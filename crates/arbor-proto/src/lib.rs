@@ -26,6 +26,9 @@ pub mod filesystem {
     include!(concat!(env!("OUT_DIR"), "/filesystem.serde.rs"));
 }
 
+/// The port envd listens on in every sandbox (the SDKs' `envd_port`).
+pub const ENVD_PORT: u16 = 49983;
+
 /// The envd version Arbor reports to SDKs. SDKs unlock features by version
 /// (octet-stream uploads at 0.5.7, newer e2b features up to 0.6.4).
 pub const ENVD_VERSION: &str = "0.6.4";

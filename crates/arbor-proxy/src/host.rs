@@ -6,6 +6,7 @@
 //! byte tunnel. Bodies stream both ways without buffering.
 
 use crate::{error::ProxyError, proxy::Proxy, resolver::Lookup, resolver::Target};
+use arbor_proto::ENVD_PORT;
 use axum::{
     body::Body,
     extract::Request,
@@ -18,8 +19,6 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-/// envd's port: a public URL of it is envd's API.
-pub const ENVD_PORT: u16 = 49983;
 /// The header carrying a sandbox's traffic access token (as the SDKs send it).
 pub const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
 

@@ -35,7 +35,7 @@ mod resolver;
 mod stream;
 
 pub use error::ProxyError;
-pub use host::{parse_host, Tunnels, ENVD_PORT, TRAFFIC_TOKEN_HEADER};
+pub use host::{parse_host, Tunnels, TRAFFIC_TOKEN_HEADER};
 pub use proxy::{Proxy, ACCESS_TOKEN_HEADER, DEFAULT_ACTIVITY_INTERVAL, E2B_SANDBOX_ID_HEADER, SANDBOX_ID_HEADER};
 pub use resolver::{Lookup, Resolver, Target};
 
