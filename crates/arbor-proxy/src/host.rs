@@ -5,7 +5,12 @@
 //! plain requests through the pooled client, upgrades (WebSocket) as a
 //! byte tunnel. Bodies stream both ways without buffering.
 
-use crate::{error::ProxyError, proxy::Proxy, resolver::Lookup, resolver::Target};
+use crate::{
+    error::ProxyError,
+    proxy::{root_cause, Proxy},
+    resolver::Lookup,
+    resolver::Target,
+};
 use arbor_proto::ENVD_PORT;
 use axum::{
     body::Body,
@@ -179,14 +184,6 @@ impl Proxy {
         out.headers_mut().entry(header::CONNECTION).or_insert(HeaderValue::from_static("upgrade"));
         Ok(out)
     }
-}
-
-fn root_cause(e: &hyper_util::client::legacy::Error) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 #[cfg(test)]

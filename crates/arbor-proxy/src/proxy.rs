@@ -266,12 +266,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn unreachable(target: &Target, e: &hyper_util::client::legacy::Error) -> ProxyError {
-    // The innermost cause reads best ("Connection refused (os error 111)").
+/// The innermost cause of an upstream error: it reads best ("Connection
+/// refused (os error 111)").
+pub(crate) fn root_cause(e: &hyper_util::client::legacy::Error) -> String {
     let mut cause: &dyn std::error::Error = e;
     while let Some(next) = cause.source() {
         cause = next;
     }
+    cause.to_string()
+}
+
+fn unreachable(target: &Target, e: &hyper_util::client::legacy::Error) -> ProxyError {
+    let cause = root_cause(e);
     let reason =
         if e.is_connect() { format!("cannot connect to envd: {cause}") } else { format!("envd failed: {cause}") };
     tracing::warn!(sandbox = %target.sandbox_id, addr = %target.addr, %reason, "envd proxy upstream error");
