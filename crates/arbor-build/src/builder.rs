@@ -227,10 +227,7 @@ impl Builder {
         log.info(None, &format!("taking the files of snapshot {name}"));
         let tree = self.store().tmp_dir().join(format!("snapshot-{}", random_hex(8)?));
         let mut layers = self.node.checkpoint_changes(name, &tree).await?;
-        let mut lower = Vec::with_capacity(layers.len());
-        for layer in layers.iter().rev() {
-            lower.push(self.store().path(layer)?);
-        }
+        let lower = self.store().lower_dirs(&layers)?;
         layers.extend(self.import_changes(tree, lower, arbor_node::hostname(origin)).await?);
         self.cache.put(&key, &layers)?;
         base.layers = layers;
@@ -418,10 +415,7 @@ impl Builder {
     /// Starts a build sandbox on the state's layers.
     async fn boot(&self, job: &Job, state: &State, n: usize) -> Result<Sandbox> {
         let id = format!("b-{}-{n}", job.id.to_lowercase());
-        let mut lower = Vec::with_capacity(state.layers.len());
-        for layer in state.layers.iter().rev() {
-            lower.push(self.store().path(layer)?);
-        }
+        let lower = self.store().lower_dirs(&state.layers)?;
         let template = Template {
             name: format!("build {}", job.id),
             layers: lower.clone(),

@@ -135,6 +135,12 @@ impl LayerStore {
         Ok(path)
     }
 
+    /// The trees of `layers` (bottom first, as references list them) in
+    /// overlayfs `lowerdir` order: top first.
+    pub fn lower_dirs(&self, layers: &[LayerId]) -> Result<Vec<PathBuf>> {
+        layers.iter().rev().map(|id| self.path(id)).collect()
+    }
+
     /// A layer's record, written at import.
     pub fn info(&self, id: &LayerId) -> Result<LayerInfo> {
         let path = self.layer_dir(id).join(LAYER_JSON);

@@ -56,10 +56,7 @@ pub fn load(store: &LayerStore, name: &str) -> Result<Template> {
 }
 
 fn from_manifest(store: &LayerStore, name: &str, m: &RefManifest) -> Result<Template> {
-    let mut layers = Vec::with_capacity(m.layers.len());
-    for id in m.layers.iter().rev() {
-        layers.push(store.path(id)?);
-    }
+    let layers = store.lower_dirs(&m.layers)?;
     let label = |key: &str, default: u64| -> Result<u64> {
         match m.labels.get(key) {
             None => Ok(default),
