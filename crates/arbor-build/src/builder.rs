@@ -181,23 +181,13 @@ impl Builder {
             None => {
                 log.info(None, &format!("pulling {reference} ({digest})"));
                 let dest = self.store().tmp_dir().join(format!("oci-{}", random_hex(8)?));
-                let pulled = arbor_oci::pull(reference, &opts, &dest).await.map_err(bad);
-                let store = self.store().clone();
-                let imported = match pulled {
-                    Ok(_) => tokio::task::spawn_blocking(move || {
-                        let id = store.import_dir(&dest).map_err(Error::from);
-                        let _ = std::fs::remove_dir_all(&dest);
-                        id
-                    })
-                    .await
-                    .map_err(|e| Error::Invalid(e.to_string()))?,
-                    Err(e) => {
-                        let _ = std::fs::remove_dir_all(&dest);
-                        Err(e)
-                    }
-                }?;
-                self.cache.put(&key, &[imported])?;
-                vec![imported]
+                if let Err(e) = arbor_oci::pull(reference, &opts, &dest).await {
+                    let _ = std::fs::remove_dir_all(&dest);
+                    return Err(bad(e));
+                }
+                let layers: Vec<LayerId> = self.import_tree(dest, None).await?.into_iter().collect();
+                self.cache.put(&key, &layers)?;
+                layers
             }
         };
         let mut env: BTreeMap<String, String> = config.env.into_iter().collect();
@@ -228,7 +218,7 @@ impl Builder {
         let tree = self.store().tmp_dir().join(format!("snapshot-{}", random_hex(8)?));
         let mut layers = self.node.checkpoint_changes(name, &tree).await?;
         let lower = self.store().lower_dirs(&layers)?;
-        layers.extend(self.import_changes(tree, lower, arbor_node::hostname(origin)).await?);
+        layers.extend(self.import_tree(tree, Some((lower, arbor_node::hostname(origin)))).await?);
         self.cache.put(&key, &layers)?;
         base.layers = layers;
         Ok(base)
@@ -455,16 +445,25 @@ impl Builder {
         .await;
         self.discard(&sb.id).await;
         exported?;
-        self.import_changes(tree, sb.lower.clone(), arbor_node::hostname(&sb.id)).await
+        self.import_tree(tree, Some((sb.lower.clone(), arbor_node::hostname(&sb.id)))).await
     }
 
-    /// Cleans exported changes (`tree`, of a sandbox named `hostname` on
-    /// `lower`) and imports them as a layer (`None` when nothing is left);
-    /// `tree` is gone afterwards either way.
-    async fn import_changes(&self, tree: PathBuf, lower: Vec<PathBuf>, hostname: String) -> Result<Option<LayerId>> {
+    /// Imports `tree` as a layer on a blocking thread; `tree` is gone
+    /// afterwards either way. With `exported_from` (the lower dirs and
+    /// hostname of the sandbox that exported it) the tree is a sandbox's
+    /// changes: it is cleaned first, and `None` when nothing is left.
+    async fn import_tree(
+        &self,
+        tree: PathBuf,
+        exported_from: Option<(Vec<PathBuf>, String)>,
+    ) -> Result<Option<LayerId>> {
         let store = self.store().clone();
         tokio::task::spawn_blocking(move || {
-            let result = match changes::clean(&tree, &lower, &hostname) {
+            let left = match &exported_from {
+                Some((lower, hostname)) => changes::clean(&tree, lower, hostname),
+                None => Ok(true),
+            };
+            let result = match left {
                 Ok(true) => store.import_dir(&tree).map(Some).map_err(Error::from),
                 Ok(false) => Ok(None),
                 Err(e) => Err(e),
@@ -487,9 +486,7 @@ impl Builder {
     /// Starts the template's start command in a sandbox of the finished
     /// layers, waits until it is ready and saves the sandbox's memory.
     async fn snapshot_start(&self, job: &Job, state: &State, cmd: &str, log: &BuildLog) -> Result<(String, String)> {
-        let step = state.layers.len();
         let sb = self.boot(job, state, 0).await?;
-        let token = sb.envd.clone();
         let ready = self.wait_ready(job, &sb, state, cmd, log).await;
         if let Err(e) = ready {
             self.discard(&sb.id).await;
@@ -504,8 +501,8 @@ impl Builder {
         .await;
         self.discard(&sb.id).await;
         saved.map_err(|e| Error::Start(format!("saving the memory snapshot: {e}")))?;
-        log.add(Level::Debug, None, &format!("memory snapshot {name} of {step} layers"));
-        Ok((name, token.token().to_string()))
+        log.add(Level::Debug, None, &format!("memory snapshot {name} of {} layers", state.layers.len()));
+        Ok((name, sb.envd.token().to_string()))
     }
 
     async fn wait_ready(&self, job: &Job, sb: &Sandbox, state: &State, cmd: &str, log: &BuildLog) -> Result<()> {
