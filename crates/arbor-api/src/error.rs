@@ -38,6 +38,12 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, message)
     }
 
+    /// 409: `what` may not be deleted while `users` (sandbox ids) use it.
+    pub fn in_use(what: &str, users: &[String]) -> Self {
+        let plural = if users.len() == 1 { "" } else { "es" };
+        Self::conflict(format!("{what} is in use by sandbox{plural} {}", users.join(", ")))
+    }
+
     /// 500; the detail is logged, and said.
     pub fn internal(what: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!("{what}: {err}");

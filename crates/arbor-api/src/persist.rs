@@ -258,11 +258,7 @@ impl App {
         };
         let users = self.store.snapshot_users(&snap.id).await?;
         if !users.is_empty() {
-            return Err(ApiError::conflict(format!(
-                "snapshot {id} is in use by sandbox{} {}",
-                if users.len() == 1 { "" } else { "es" },
-                users.join(", ")
-            )));
+            return Err(ApiError::in_use(&format!("snapshot {id}"), &users));
         }
         self.node.remove_checkpoint(&snap.id).await.or_else(gone)?;
         self.store.delete_snapshot(&snap.id).await?;

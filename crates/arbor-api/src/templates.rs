@@ -75,6 +75,19 @@ fn node_ref(build_id: &str) -> String {
 }
 
 impl App {
+    /// The template with id `x`, else the one named `x`.
+    pub async fn template_by_id_or_name(&self, x: &str) -> ApiResult<Option<TemplateRecord>> {
+        match self.store.get_template(x).await? {
+            Some(t) => Ok(Some(t)),
+            None => Ok(self.store.template_by_name(x).await?),
+        }
+    }
+
+    /// Version `version` of template `t`, if it exists (in any status).
+    async fn version_of(&self, t: &TemplateRecord, version: u32) -> ApiResult<Option<BuildRecord>> {
+        Ok(self.store.builds_of(&t.id).await?.into_iter().find(|b| b.version == version))
+    }
+
     /// A built template by `name`, `name:version`, template id or build id:
     /// the template and the version (the latest ready one unless named).
     /// `None` when nothing is called that.
@@ -85,18 +98,13 @@ impl App {
             let Ok(version) = version.parse::<u32>() else {
                 return Err(ApiError::bad_request(format!("'{x}': the version after ':' must be a number")));
             };
-            let builds = self.store.builds_of(&t.id).await?;
-            return match builds.into_iter().find(|b| b.version == version) {
+            return match self.version_of(&t, version).await? {
                 Some(b) if b.status == BuildStatus::Ready => Ok(Some((t, b))),
                 Some(b) => Err(ApiError::new(StatusCode::NOT_FOUND, format!("{x} is not ready (it is {})", b.status))),
                 None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("template {name} has no version {version}"))),
             };
         }
-        let template = match self.store.get_template(x).await? {
-            Some(t) => Some(t),
-            None => self.store.template_by_name(x).await?,
-        };
-        if let Some(t) = template {
+        if let Some(t) = self.template_by_id_or_name(x).await? {
             let latest = self.store.builds_of(&t.id).await?.into_iter().rev().find(|b| b.status == BuildStatus::Ready);
             return match latest {
                 Some(b) => Ok(Some((t, b))),
@@ -286,21 +294,15 @@ impl App {
             let t = self.store.template_by_name(name).await?;
             let t = t.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("template {name} not found")))?;
             let version: u32 = version.parse().map_err(|_| ApiError::bad_request("the version must be a number"))?;
-            let b = self.store.builds_of(&t.id).await?.into_iter().find(|b| b.version == version);
+            let b = self.version_of(&t, version).await?;
             let b = b.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{x} not found")))?;
             (t, vec![b])
         } else if let Some(b) = self.store.get_build(x).await? {
             let t = self.store.get_template(&b.template_id).await?;
             (t.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{x} not found")))?, vec![b])
         } else {
-            let t = match self.store.get_template(x).await? {
-                Some(t) => t,
-                None => self
-                    .store
-                    .template_by_name(x)
-                    .await?
-                    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("template {x} not found")))?,
-            };
+            let t = self.template_by_id_or_name(x).await?;
+            let t = t.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("template {x} not found")))?;
             let builds = self.store.builds_of(&t.id).await?;
             (t, builds)
         };
@@ -314,13 +316,7 @@ impl App {
         for b in &builds {
             let users = self.store.build_users(&b.id).await?;
             if !users.is_empty() {
-                return Err(ApiError::conflict(format!(
-                    "{}:{} is in use by sandbox{} {}",
-                    template.name,
-                    b.version,
-                    if users.len() == 1 { "" } else { "es" },
-                    users.join(", ")
-                )));
+                return Err(ApiError::in_use(&format!("{}:{}", template.name, b.version), &users));
             }
             if b.status == BuildStatus::Building {
                 return Err(ApiError::conflict(format!("{}:{} is still building", template.name, b.version)));

@@ -295,10 +295,7 @@ pub async fn list(AxState(app): AxState<Arc<App>>) -> ApiResult<Json<Vec<Value>>
 /// `GET /templates/{id}`: a template (by id or name) with its versions.
 pub async fn info(AxState(app): AxState<Arc<App>>, Path(x): Path<String>) -> ApiResult<Json<Value>> {
     let name = x.split(':').next().unwrap_or_default();
-    let t = match app.store.get_template(name).await? {
-        Some(t) => t,
-        None => app.store.template_by_name(name).await?.ok_or_else(|| not_found(&format!("template {x}")))?,
-    };
+    let t = app.template_by_id_or_name(name).await?.ok_or_else(|| not_found(&format!("template {x}")))?;
     let builds = app.store.builds_of(&t.id).await?;
     let mut out = template_json(&t, &builds);
     let mut versions = Vec::new();
