@@ -173,13 +173,9 @@ impl App {
     fn ref_base(&self, reference: &str, what: &str) -> ApiResult<Base> {
         let m = self
             .node
-            .layers()
-            .get_ref(&format!("templates/{reference}"))
+            .template_manifest(reference)
             .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("template {what}: {e}")))?;
-        let env = match m.labels.get(arbor_node::ENV_LABEL) {
-            Some(v) => serde_json::from_str(v).unwrap_or_default(),
-            None => BTreeMap::new(),
-        };
+        let env = arbor_node::template_env(reference, &m).unwrap_or_default();
         let key = m.layers.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         let workdir =
             if m.envd.default_workdir.is_empty() { "/home/user".into() } else { m.envd.default_workdir.clone() };
@@ -243,7 +239,7 @@ impl App {
             },
             labels,
         };
-        if let Err(e) = self.node.layers().set_ref(&format!("templates/{}", node_ref(&b.id)), &manifest) {
+        if let Err(e) = self.node.save_template(&node_ref(&b.id), &manifest) {
             if let Some((name, _)) = &built.checkpoint {
                 let _ = self.node.remove_checkpoint(name).await;
             }
@@ -284,7 +280,7 @@ impl App {
                 tracing::error!(build = %b.id, "removing its checkpoint: {e}");
             }
         }
-        let _ = self.node.layers().remove_ref(&format!("templates/{}", node_ref(&b.id)));
+        let _ = self.node.remove_template(&node_ref(&b.id));
     }
 
     /// Deletes `x`: a whole template (by id or name) or one version

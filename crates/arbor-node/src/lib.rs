@@ -24,4 +24,4 @@ mod template;
 pub use arbor_runtime::linux::host_resolv_conf;
 pub use error::{Error, Result};
 pub use node::{hostname, Node, NodeConfig, StartSpec, Started};
-pub use template::{Template, DEFAULT_CPU_COUNT, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, ENV_LABEL};
+pub use template::{env as template_env, Template, DEFAULT_CPU_COUNT, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, ENV_LABEL};

@@ -120,6 +120,22 @@ impl Node {
         Ok(started)
     }
 
+    /// The stored reference of template `name`: its layers (as ids), envd
+    /// defaults and labels.
+    pub fn template_manifest(&self, name: &str) -> Result<arbor_layers::RefManifest> {
+        template::manifest(&self.layers, name)
+    }
+
+    /// Records template `name` (a build's result) for [`Node::template`].
+    pub fn save_template(&self, name: &str, manifest: &arbor_layers::RefManifest) -> Result<()> {
+        Ok(self.layers.set_ref(&template::reference(name), manifest)?)
+    }
+
+    /// Forgets template `name`; its layers stay in the store.
+    pub fn remove_template(&self, name: &str) -> Result<()> {
+        Ok(self.layers.remove_ref(&template::reference(name))?)
+    }
+
     /// The layer store templates come from.
     pub fn layers(&self) -> &LayerStore {
         &self.layers

@@ -38,8 +38,13 @@ pub struct Template {
     pub disk_mb: u64,
 }
 
-/// Reads template `name` from the store's `templates/<name>` reference.
-pub fn load(store: &LayerStore, name: &str) -> Result<Template> {
+/// The layer-store reference naming template `name`.
+pub(crate) fn reference(name: &str) -> String {
+    format!("templates/{name}")
+}
+
+/// The stored reference of template `name` (`templates/<name>`).
+pub fn manifest(store: &LayerStore, name: &str) -> Result<RefManifest> {
     let valid = !name.is_empty()
         && name.len() <= 128
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -47,12 +52,27 @@ pub fn load(store: &LayerStore, name: &str) -> Result<Template> {
     if !valid {
         return Err(Error::TemplateNotFound(name.to_string()));
     }
-    let manifest = match store.get_ref(&format!("templates/{name}")) {
-        Ok(m) => m,
-        Err(arbor_layers::Error::RefNotFound(_)) => return Err(Error::TemplateNotFound(name.to_string())),
-        Err(e) => return Err(e.into()),
-    };
-    from_manifest(store, name, &manifest)
+    match store.get_ref(&reference(name)) {
+        Ok(m) => Ok(m),
+        Err(arbor_layers::Error::RefNotFound(_)) => Err(Error::TemplateNotFound(name.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads template `name` from the store's `templates/<name>` reference.
+pub fn load(store: &LayerStore, name: &str) -> Result<Template> {
+    from_manifest(store, name, &manifest(store, name)?)
+}
+
+/// The environment template `name` (with reference `m`) gives its sandboxes.
+pub fn env(name: &str, m: &RefManifest) -> Result<BTreeMap<String, String>> {
+    match m.labels.get(ENV_LABEL) {
+        None => Ok(BTreeMap::new()),
+        Some(v) => serde_json::from_str(v).map_err(|e| Error::BadTemplate {
+            name: name.to_string(),
+            reason: format!("label {ENV_LABEL} is not a JSON object of strings: {e}"),
+        }),
+    }
 }
 
 fn from_manifest(store: &LayerStore, name: &str, m: &RefManifest) -> Result<Template> {
@@ -68,13 +88,7 @@ fn from_manifest(store: &LayerStore, name: &str, m: &RefManifest) -> Result<Temp
     };
     let cpu_count = u32::try_from(label("cpu_count", u64::from(DEFAULT_CPU_COUNT))?)
         .map_err(|_| Error::BadTemplate { name: name.to_string(), reason: "cpu_count out of range".into() })?;
-    let env = match m.labels.get(ENV_LABEL) {
-        None => BTreeMap::new(),
-        Some(v) => serde_json::from_str(v).map_err(|e| Error::BadTemplate {
-            name: name.to_string(),
-            reason: format!("label {ENV_LABEL} is not a JSON object of strings: {e}"),
-        })?,
-    };
+    let env = env(name, m)?;
     let workdir = &m.envd.default_workdir;
     Ok(Template {
         name: name.to_string(),
