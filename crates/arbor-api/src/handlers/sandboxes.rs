@@ -78,35 +78,33 @@ pub async fn create(
     // version's lock until the new sandbox's record names it, and a
     // snapshot's id (it works as a template) likewise, so neither can be
     // deleted meanwhile.
+    // Built-in templates first: `base`, the common case, costs no store query.
     let mut held = None;
     let mut build_id = None;
     let mut snapshot = None;
-    let (source, defaults) = if let Some((t, b)) = app.resolve_template(&template_id).await? {
-        held = Some(app.locks.lock(&b.id).await);
-        build_id = Some(b.id.clone());
-        (app.build_source(&b)?, (t.id.clone(), b.cpu_count, b.memory_mb, b.disk_mb))
-    } else {
-        match app.node.template(&template_id) {
-            Ok(template) => {
-                let defaults = (template.name.clone(), template.cpu_count, template.memory_mb, template.disk_mb);
-                (Source::Template(template), defaults)
-            }
-            Err(arbor_node::Error::TemplateNotFound(_)) => {
-                held = Some(app.locks.lock(&template_id).await);
-                match app.store.get_snapshot(&template_id).await? {
-                    Some(snap) if snap.state == SnapshotState::Ready => {
-                        let source = Source::Checkpoint { name: snap.id.clone(), saved_token: snap.envd_token.clone() };
-                        let defaults = (snap.id.clone(), snap.cpu_count, snap.memory_mb, snap.disk_mb);
-                        snapshot = Some(snap);
-                        (source, defaults)
-                    }
-                    _ => {
-                        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found")))
-                    }
-                }
-            }
-            Err(e) => return Err(e.into()),
+    let (source, defaults) = match app.node.template(&template_id) {
+        Ok(template) => {
+            let defaults = (template.name.clone(), template.cpu_count, template.memory_mb, template.disk_mb);
+            (Source::Template(template), defaults)
         }
+        Err(arbor_node::Error::TemplateNotFound(_)) => {
+            if let Some((t, b)) = app.resolve_template(&template_id).await? {
+                held = Some(app.locks.lock(&b.id).await);
+                build_id = Some(b.id.clone());
+                (app.build_source(&b)?, (t.id.clone(), b.cpu_count, b.memory_mb, b.disk_mb))
+            } else {
+                held = Some(app.locks.lock(&template_id).await);
+                let snap = app.store.get_snapshot(&template_id).await?.filter(|s| s.state == SnapshotState::Ready);
+                let Some(snap) = snap else {
+                    return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found")));
+                };
+                let source = Source::Checkpoint { name: snap.id.clone(), saved_token: snap.envd_token.clone() };
+                let defaults = (snap.id.clone(), snap.cpu_count, snap.memory_mb, snap.disk_mb);
+                snapshot = Some(snap);
+                (source, defaults)
+            }
+        }
+        Err(e) => return Err(e.into()),
     };
     let (template_name, default_cpus, default_memory, disk_mb) = defaults;
     let timeout = requested_timeout_ms(&app, req.timeout)?;
