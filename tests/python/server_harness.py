@@ -179,5 +179,48 @@ def start_server(**flags: object) -> Server:
     return server
 
 
+# Public URLs as the SDKs use them by default: `https://<port>-<id>.<PUBLIC_DOMAIN>:<tls port>`.
+PUBLIC_DOMAIN = "arbor.test"
+# The built-in DNS responder's address (any of 127/8; port 53, where resolvers ask).
+DNS_IP = "127.0.0.153"
+
+
+def start_public_server(**flags: object) -> Server:
+    """A server as the outside world sees a deployment: a TLS listener with the generated CA for
+    `*.<PUBLIC_DOMAIN>` and the built-in DNS answering those names (see `run_public_client`)."""
+    tls_port = free_port()
+    server = start_server(
+        domain=f"{PUBLIC_DOMAIN}:{tls_port}", tls_listen=f"127.0.0.1:{tls_port}", dns=f"{DNS_IP}:53", **flags
+    )
+    server.tls_port = tls_port  # type: ignore[attr-defined]
+    return server
+
+
+def public_env(server: Server) -> Dict[str, str]:
+    """The environment of a client using the SDKs' defaults against `server`: only NOVITA_DOMAIN and
+    NOVITA_API_KEY (no NOVITA_*/E2B_* URL, such as the one the session's envd fixture exports), and the
+    generated CA trusted by Python and Node.js."""
+    ca = str(server.base / "data" / "tls" / "ca.pem")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOVITA_", "E2B_"))}
+    env.update(
+        NOVITA_DOMAIN=f"{PUBLIC_DOMAIN}:{server.tls_port}",  # type: ignore[attr-defined]
+        NOVITA_API_KEY=server.key,
+        SSL_CERT_FILE=ca,
+        NODE_EXTRA_CA_CERTS=ca,
+    )
+    return env
+
+
+def run_public_client(server: Server, argv: List[str], workdir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs `argv` with `public_env` in a mount namespace of its own whose /etc/resolv.conf names the
+    server's DNS responder, so the unmodified SDKs resolve sandbox hosts as they always do (the
+    machine's resolver is untouched)."""
+    resolv = workdir / "resolv.conf"
+    resolv.write_text(f"nameserver {DNS_IP}\n")
+    script = f'mount --bind "{resolv}" /etc/resolv.conf && exec "$@"'
+    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=public_env(server))
+
+
 def sandbox_ids_in_output(server: Server) -> List[str]:
     return re.findall(r"id=([a-z0-9]{20})", "\n".join(server.output))

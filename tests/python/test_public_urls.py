@@ -21,21 +21,16 @@ import httpx
 import pytest
 
 from novita_sandbox.core import Sandbox
-from envd_harness import free_port
-from server_harness import start_server
+from server_harness import PUBLIC_DOMAIN, run_public_client, start_public_server
 
-DOMAIN = "arbor.test"
-# The built-in DNS responder's address (any of 127/8; port 53, where resolvers ask).
-DNS_IP = "127.0.0.153"
+DOMAIN = PUBLIC_DOMAIN
 
 
 @pytest.fixture(scope="module")
 def server():
     """One server for the module, with a TLS listener and the DNS responder: two servers of the
     harness's instance must never run at once (they would share its network table and pool)."""
-    tls_port = free_port()
-    srv = start_server(domain=f"{DOMAIN}:{tls_port}", tls_listen=f"127.0.0.1:{tls_port}", dns=f"{DNS_IP}:53")
-    srv.tls_port = tls_port
+    srv = start_public_server()
     yield srv
     srv.teardown()
 
@@ -306,11 +301,11 @@ def test_egress_internet_off_and_cidr_lists(server, test_hosts):
 # ---- TLS with the generated CA and the built-in DNS, the SDK unmodified -----------------------------
 
 CLIENT = r'''
-import sys, time, httpx
+import time, httpx
 from novita_sandbox.core import Sandbox
-api_url, key = sys.argv[1], sys.argv[2]
-# No sandbox_url: envd is reached at https://49983-<id>.<domain>, as the SDK does by default.
-sbx = Sandbox.create(api_url=api_url, api_key=key, timeout=120)
+# Only NOVITA_DOMAIN and NOVITA_API_KEY are set: the API is https://api.<domain>, envd is reached at
+# https://49983-<id>.<domain>, as the SDK does by default.
+sbx = Sandbox.create(timeout=120)
 try:
     # Commands run in the sandbox (whose PID 1 is envd), not in a daemon elsewhere.
     assert "envd" in sbx.commands.run("cat /proc/1/comm").stdout, "commands did not run in the sandbox"
@@ -333,26 +328,13 @@ finally:
 
 
 def test_sdk_over_tls_with_the_generated_ca_and_the_builtin_dns(server, tmp_path):
-    tls_port = server.tls_port
     ca = server.base / "data" / "tls" / "ca.pem"
     assert ca.is_file()
     assert any(str(ca) in line for line in server.output), "the banner names the CA"
     (tmp_path / "client.py").write_text(CLIENT)
-    (tmp_path / "resolv.conf").write_text(f"nameserver {DNS_IP}\n")
-    # This test's own view of the machine's resolver: a mount namespace whose /etc/resolv.conf
-    # points at the built-in DNS; the SDK and httpx resolve names as they always do.
-    script = (
-        f"mount --bind {tmp_path / 'resolv.conf'} /etc/resolv.conf && "
-        f"exec env SSL_CERT_FILE={ca} {sys.executable} "
-        f"{tmp_path / 'client.py'} https://api.{DOMAIN}:{tls_port} {server.key}"
-    )
-    # The SDK's own defaults only: the session's envd fixture exports NOVITA_SANDBOX_URL (a daemon on
-    # the host), which would send this client's envd calls there instead of through the proxy.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOVITA_", "E2B_"))}
-    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                         capture_output=True, text=True, timeout=180, env=env)
+    out = run_public_client(server, [sys.executable, str(tmp_path / "client.py")], tmp_path, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     host, http1, http2 = out.stdout.strip().splitlines()
-    assert host.startswith("8000-") and host.endswith(f".{DOMAIN}:{tls_port}"), host
+    assert host.startswith("8000-") and host.endswith(f".{DOMAIN}:{server.tls_port}"), host
     assert http1 == "HTTP/1.1 over tls", out.stdout
     assert http2 == "HTTP/2", out.stdout
