@@ -46,6 +46,9 @@ pub struct App {
     pub locks: Locks,
     /// The last CPU reading per sandbox, for usage between samples.
     cpu: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Memory snapshots of built-in templates taken since the start: job id
+    /// → (checkpoint, the envd token it holds). See [`crate::builtin`].
+    pub(crate) builtin: Mutex<HashMap<String, (String, String)>>,
 }
 
 /// What a new sandbox starts from.
@@ -110,6 +113,7 @@ impl App {
             keys: KeyCache::default(),
             locks: Locks::default(),
             cpu: Mutex::new(HashMap::new()),
+            builtin: Mutex::new(HashMap::new()),
         })
     }
 

@@ -415,6 +415,8 @@ impl Builder {
             cpu_count: job.cpu_count,
             memory_mb: job.memory_mb,
             disk_mb: job.disk_mb,
+            start_cmd: None,
+            ready_cmd: None,
         };
         let token = random_hex(16)?;
         let spec = StartSpec {

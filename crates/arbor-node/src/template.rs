@@ -13,6 +13,11 @@ pub const DEFAULT_DISK_MB: u64 = 10 * 1024;
 
 /// The label holding a template's environment variables (a JSON object).
 pub const ENV_LABEL: &str = "env";
+/// The label holding a built-in template's start command: its sandboxes
+/// start from a memory snapshot with the command already running.
+pub const START_LABEL: &str = "start_cmd";
+/// The label holding the command that exits 0 once the start command is ready.
+pub const READY_LABEL: &str = "ready_cmd";
 /// The working directory envd uses when a template names none.
 const DEFAULT_WORKDIR: &str = "/home/user";
 
@@ -36,6 +41,10 @@ pub struct Template {
     pub memory_mb: u64,
     /// Default disk in MiB.
     pub disk_mb: u64,
+    /// A command its sandboxes start with already running (see [`START_LABEL`]).
+    pub start_cmd: Option<String>,
+    /// Exits 0 once `start_cmd` is ready (see [`READY_LABEL`]).
+    pub ready_cmd: Option<String>,
 }
 
 /// The layer-store reference naming template `name`.
@@ -99,5 +108,7 @@ fn from_manifest(store: &LayerStore, name: &str, m: &RefManifest) -> Result<Temp
         cpu_count,
         memory_mb: label("memory_mb", DEFAULT_MEMORY_MB)?,
         disk_mb: label("disk_mb", DEFAULT_DISK_MB)?,
+        start_cmd: m.labels.get(START_LABEL).filter(|c| !c.trim().is_empty()).cloned(),
+        ready_cmd: m.labels.get(READY_LABEL).filter(|c| !c.trim().is_empty()).cloned(),
     })
 }

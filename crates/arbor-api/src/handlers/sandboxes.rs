@@ -85,7 +85,7 @@ pub async fn create(
     let (source, defaults) = match app.node.template(&template_id) {
         Ok(template) => {
             let defaults = (template.name.clone(), template.cpu_count, template.memory_mb, template.disk_mb);
-            (Source::Template(template), defaults)
+            (app.builtin_source(template).await?, defaults)
         }
         Err(arbor_node::Error::TemplateNotFound(_)) => {
             if let Some((t, b)) = app.resolve_template(&template_id).await? {

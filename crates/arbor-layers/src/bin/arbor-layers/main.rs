@@ -56,6 +56,15 @@ enum Cmd {
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// Create or replace reference `to` as a copy of `from` with some labels added or replaced
+    /// (publishes a built template under another name).
+    CopyRef {
+        from: String,
+        to: String,
+        /// KEY=VALUE; repeat for more.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
     /// Delete a reference.
     RemoveRef { name: String },
     /// Exit 0 if the reference exists and all its layers verify, 3 if not (so: rebuild).
@@ -118,6 +127,12 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
             };
             store.set_ref(&name, &manifest)?;
+        }
+        Cmd::CopyRef { from, to, labels } => {
+            let mut manifest = store.get_ref(&from)?;
+            manifest.created = now_rfc3339();
+            manifest.labels.extend(labels);
+            store.set_ref(&to, &manifest)?;
         }
         Cmd::RemoveRef { name } => store.remove_ref(&name)?,
         Cmd::CheckRef { name } => return check_ref(&store, &name),
