@@ -106,8 +106,11 @@ pub fn dump_args(
     // Connections open at the checkpoint are not kept (`--tcp-close`): their
     // peers (the proxy, a client) are gone by the restore anyway, and a
     // restored process sees them closed. Listening sockets are kept.
+    // File locks (flock/fcntl: IPython's history database, Deno's caches) are
+    // dumped with their holders; that is safe because a sandbox is a closed
+    // world (own mount and pid namespaces): no lock holder is left outside.
     args.extend(
-        ["--log-file", "dump.log", "--network-lock", "skip", "--manage-cgroups=ignore", "--tcp-close"]
+        ["--log-file", "dump.log", "--network-lock", "skip", "--manage-cgroups=ignore", "--tcp-close", "--file-locks"]
             .map(OsString::from),
     );
     args.push("--freeze-cgroup".into());
@@ -128,8 +131,16 @@ pub fn restore_args(images: &Path, rootfs: &Path, pidfile: &Path, externals: &[E
     let mut args: Vec<OsString> = ["restore", "--images-dir"].map(Into::into).into();
     args.push(images.into());
     args.extend(
-        ["--log-file", "restore.log", "--restore-detached", "--manage-cgroups=ignore", "--tcp-close", "--pidfile"]
-            .map(OsString::from),
+        [
+            "--log-file",
+            "restore.log",
+            "--restore-detached",
+            "--manage-cgroups=ignore",
+            "--tcp-close",
+            "--file-locks",
+            "--pidfile",
+        ]
+        .map(OsString::from),
     );
     args.push(pidfile.into());
     args.push("--root".into());
@@ -173,9 +184,13 @@ mod tests {
         let args = restore_args(Path::new("/i"), Path::new("/r"), Path::new("/p"), &externals);
         let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args[..3], ["restore", "--images-dir", "/i"]);
-        for want in
-            ["--restore-detached", "--tcp-close", "--inherit-fd=fd[9]:net", "--external=mnt[ext-dev-null]:/dev/null"]
-        {
+        for want in [
+            "--restore-detached",
+            "--tcp-close",
+            "--file-locks",
+            "--inherit-fd=fd[9]:net",
+            "--external=mnt[ext-dev-null]:/dev/null",
+        ] {
             assert!(args.iter().any(|a| a == want), "{want} missing from {args:?}");
         }
         assert_eq!(unescape("/a\\040b"), "/a b");
