@@ -351,6 +351,72 @@ def test_three_clones_of_a_running_origin(opts, made):
     assert listed_ids(opts) >= {origin.sandbox_id, *ids}
 
 
+# A connection inside the sandbox (a client and its echo server on 127.0.0.1) and a file lock, held
+# by one process that pings through the connection every 0.1 s and logs each answer; it stops at the
+# first failure and never reconnects.
+CONNECTED = """
+import fcntl, socket, threading, time
+lock = open("/home/user/lockfile", "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
+srv = socket.socket(); srv.bind(("127.0.0.1", 7100)); srv.listen(1)
+def echo():
+    conn, _ = srv.accept()
+    while data := conn.recv(64):
+        conn.sendall(data)
+threading.Thread(target=echo, daemon=True).start()
+client = socket.create_connection(("127.0.0.1", 7100))
+n = 0
+while True:
+    n += 1
+    try:
+        client.sendall(b"%d" % n)
+        line = "ok %d" % n if client.recv(64) == b"%d" % n else "wrong answer"
+    except OSError as e:
+        line = "failed: %s" % e
+    with open("/home/user/connected.log", "w") as f:
+        f.write(line)
+    if not line.startswith("ok"):
+        break
+    time.sleep(0.1)
+"""
+
+
+def pings(sbx: Sandbox) -> int:
+    """The last ping answered through the connection (fails if the connection broke)."""
+    line = run(sbx, "cat /home/user/connected.log").strip()
+    assert line.startswith("ok "), line
+    return int(line.split()[1])
+
+
+def assert_connected(sbx: Sandbox) -> None:
+    first = pings(sbx)
+    time.sleep(0.5)
+    assert pings(sbx) > first, "pings go on over the same connection"
+    # The lock is still held by the same process.
+    assert run(sbx, "flock -n /home/user/lockfile true && echo free || echo held").strip() == "held"
+
+
+def test_connections_inside_and_file_locks_survive_pause_resume_and_clones(opts, made):
+    """As a VM snapshot keeps them: a client and its server in the same sandbox stay connected
+    across a pause and in clones (CRIU --tcp-established), and file locks stay held (--file-locks)."""
+    sbx = create(made, opts, timeout=200)
+    sbx.files.write("/home/user/connected.py", CONNECTED)
+    sbx.commands.run("python3 /home/user/connected.py", background=True)
+    deadline = time.monotonic() + 10
+    while "ok" not in run(sbx, "cat /home/user/connected.log 2>/dev/null || true"):
+        assert time.monotonic() < deadline, "the pinger never started"
+        time.sleep(0.1)
+    assert_connected(sbx)
+    sbx.beta_pause()
+    sbx.connect()
+    assert_connected(sbx)
+    clones = Sandbox.clone(sbx.sandbox_id, 2, **opts)
+    made.extend(clones)
+    for c in clones:
+        assert_connected(c)
+    assert_connected(sbx)
+
+
 def test_three_clones_of_a_paused_origin_and_their_snapshot(opts, made):
     origin = create(made, opts)
     mem = start_memory(origin)

@@ -103,15 +103,25 @@ pub fn dump_args(
     let net_inode = std::fs::metadata(&ns).map_err(Error::io("reading", &ns))?.ino();
     let mut args: Vec<OsString> = ["dump", "--tree", &init_pid.to_string(), "--images-dir"].map(Into::into).into();
     args.push(images.into());
-    // Connections open at the checkpoint are not kept (`--tcp-close`): their
-    // peers (the proxy, a client) are gone by the restore anyway, and a
-    // restored process sees them closed. Listening sockets are kept.
+    // Connections open at the checkpoint are kept (`--tcp-established`), as a
+    // VM snapshot keeps them: the ones inside the sandbox (a kernel and its
+    // client, an app and its database on localhost) go on working after a
+    // resume and in every clone. Those to the host or the internet find their
+    // peer gone and end with its reset on their next packet.
     // File locks (flock/fcntl: IPython's history database, Deno's caches) are
     // dumped with their holders; that is safe because a sandbox is a closed
     // world (own mount and pid namespaces): no lock holder is left outside.
     args.extend(
-        ["--log-file", "dump.log", "--network-lock", "skip", "--manage-cgroups=ignore", "--tcp-close", "--file-locks"]
-            .map(OsString::from),
+        [
+            "--log-file",
+            "dump.log",
+            "--network-lock",
+            "skip",
+            "--manage-cgroups=ignore",
+            "--tcp-established",
+            "--file-locks",
+        ]
+        .map(OsString::from),
     );
     args.push("--freeze-cgroup".into());
     args.push(freezer.into());
@@ -136,7 +146,7 @@ pub fn restore_args(images: &Path, rootfs: &Path, pidfile: &Path, externals: &[E
             "restore.log",
             "--restore-detached",
             "--manage-cgroups=ignore",
-            "--tcp-close",
+            "--tcp-established",
             "--file-locks",
             "--pidfile",
         ]
@@ -186,7 +196,7 @@ mod tests {
         assert_eq!(args[..3], ["restore", "--images-dir", "/i"]);
         for want in [
             "--restore-detached",
-            "--tcp-close",
+            "--tcp-established",
             "--file-locks",
             "--inherit-fd=fd[9]:net",
             "--external=mnt[ext-dev-null]:/dev/null",
