@@ -23,9 +23,6 @@ pub enum Error {
     /// The kernel process exited.
     #[error("kernel died: {0}")]
     KernelDied(String),
-    /// The request names no known context.
-    #[error("{0}")]
-    NotFound(String),
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),

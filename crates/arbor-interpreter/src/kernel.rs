@@ -201,6 +201,13 @@ impl Kernel {
                     map_iopub(&m.content, &m.header.date.to_rfc3339())
                 }
                 _ = ticker.tick() => Some(OutputLine::Keepalive),
+                // Notice a closed response at once, not at the next line.
+                _ = tx.closed(), if !client_gone => {
+                    client_gone = true;
+                    tracing::info!("client went away; interrupting the kernel");
+                    self.interrupt().await?;
+                    None
+                }
             };
             if let Some(line) = line {
                 if !client_gone && tx.send(line).await.is_err() {
@@ -222,9 +229,13 @@ impl Kernel {
         match tokio::time::timeout(Duration::from_secs(1), control.read()).await {
             Ok(reply) => {
                 reply?;
+                tracing::debug!("interrupted via control channel");
                 Ok(())
             }
-            Err(_) => self.sigint(),
+            Err(_) => {
+                tracing::debug!("no interrupt_reply; sending SIGINT");
+                self.sigint()
+            }
         }
     }
 

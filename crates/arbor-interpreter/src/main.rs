@@ -54,6 +54,25 @@ async fn main() -> Result<(), error::Error> {
         .await
         .map_err(|e| error::Error::io(format!("bind {}", args.listen), e))?;
     tracing::info!("listening on {}", args.listen);
-    axum::serve(listener, app).await.map_err(|e| error::Error::io("serve", e))?;
+    // On SIGTERM/SIGINT stop serving and return, so the kernels are dropped and
+    // killed (kill_on_drop) instead of being left behind as orphans.
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| error::Error::io("serve", e))?;
     Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
