@@ -68,17 +68,31 @@ impl Drop for Kernel {
 impl Kernel {
     /// Starts a kernel in `cwd`, its sockets under `run_dir`, and waits until it
     /// answers `kernel_info_request` and its iopub subscription is live.
-    pub async fn start(spec: &KernelSpec, run_dir: &Path, cwd: &Path, keepalive: Duration) -> Result<Self> {
+    pub async fn start(
+        spec: &KernelSpec,
+        run_dir: &Path,
+        cwd: &Path,
+        transport: Transport,
+        keepalive: Duration,
+    ) -> Result<Self> {
         tokio::fs::create_dir_all(run_dir).await.map_err(|e| Error::io(format!("create {}", run_dir.display()), e))?;
-        let info = ConnectionInfo {
-            transport: Transport::IPC,
+        let (ip, ports) = match transport {
             // With ipc the "ip" is a path prefix and each port a suffix: <ip>-<port>.
-            ip: run_dir.join("k").to_string_lossy().into_owned(),
-            stdin_port: 1,
-            control_port: 2,
-            hb_port: 3,
-            shell_port: 4,
-            iopub_port: 5,
+            Transport::IPC => (run_dir.join("k").to_string_lossy().into_owned(), vec![1, 2, 3, 4, 5]),
+            // tcp is kept for comparison only: it does not survive a CRIU restore.
+            Transport::TCP => {
+                let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+                (lo.to_string(), jupyter_zmq_client::peek_ports(lo, 5).await?)
+            }
+        };
+        let info = ConnectionInfo {
+            transport: transport.clone(),
+            ip,
+            stdin_port: ports[0],
+            control_port: ports[1],
+            hb_port: ports[2],
+            shell_port: ports[3],
+            iopub_port: ports[4],
             signature_scheme: "hmac-sha256".into(),
             key: uuid::Uuid::new_v4().to_string(),
             kernel_name: None,
@@ -98,8 +112,7 @@ impl Kernel {
             .map_err(|e| Error::io(format!("spawn {program}"), e))?;
         let pid = child.id();
 
-        let sockets: Vec<PathBuf> = (1..=5).map(|p| PathBuf::from(format!("{}-{p}", info.ip))).collect();
-        wait_for_sockets(&mut child, &sockets, Duration::from_secs(60)).await?;
+        wait_for_sockets(&mut child, &info, &ports, Duration::from_secs(60)).await?;
 
         let session = uuid::Uuid::new_v4().to_string();
         let mut iopub = jupyter_zmq_client::create_client_iopub_connection(&info, "", &session).await?;
@@ -262,12 +275,12 @@ impl Drop for Unroute {
     }
 }
 
-/// Waits until the kernel has bound all its ipc sockets (the pure-Rust zeromq
-/// client does not retry a connect to a missing socket file as libzmq does).
-async fn wait_for_sockets(child: &mut Child, sockets: &[PathBuf], limit: Duration) -> Result<()> {
+/// Waits until the kernel has bound all its sockets (the pure-Rust zeromq
+/// client does not retry a connect to a missing ipc socket file as libzmq does).
+async fn wait_for_sockets(child: &mut Child, info: &ConnectionInfo, ports: &[u16], limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if sockets.iter().all(|s| s.exists()) {
+        if all_bound(info, ports).await {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -278,6 +291,20 @@ async fn wait_for_sockets(child: &mut Child, sockets: &[PathBuf], limit: Duratio
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Whether every channel's socket is bound by the kernel.
+async fn all_bound(info: &ConnectionInfo, ports: &[u16]) -> bool {
+    for port in ports {
+        let bound = match info.transport {
+            Transport::IPC => PathBuf::from(format!("{}-{port}", info.ip)).exists(),
+            Transport::TCP => tokio::net::TcpStream::connect((info.ip.as_str(), *port)).await.is_ok(),
+        };
+        if !bound {
+            return false;
+        }
+    }
+    true
 }
 
 /// Reads iopub forever and hands each message to the execution that caused it.

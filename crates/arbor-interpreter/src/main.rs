@@ -29,6 +29,10 @@ struct Args {
     /// Working directory of the default contexts.
     #[arg(long, default_value = "/home/user")]
     cwd: PathBuf,
+    /// ZeroMQ transport to the kernels: `ipc` (unix sockets, survives a CRIU
+    /// restore with --tcp-close) or `tcp` (for comparison only).
+    #[arg(long, default_value = "ipc", value_parser = ["ipc", "tcp"])]
+    transport: String,
     /// Seconds between keepalive lines on a silent execution.
     #[arg(long, default_value_t = 30)]
     keepalive_secs: u64,
@@ -45,6 +49,7 @@ async fn main() -> Result<(), error::Error> {
         &kernel::KernelSpec::ipykernel(&args.python),
         &args.run_dir.join("python"),
         &args.cwd,
+        if args.transport == "tcp" { jupyter_protocol::Transport::TCP } else { jupyter_protocol::Transport::IPC },
         Duration::from_secs(args.keepalive_secs.max(1)),
     )
     .await?;
