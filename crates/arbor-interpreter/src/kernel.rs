@@ -213,7 +213,14 @@ impl Kernel {
                     }
                     map_iopub(&m.content, &m.header.date.to_rfc3339())
                 }
-                _ = ticker.tick() => Some(OutputLine::Keepalive),
+                _ = ticker.tick() => {
+                    // A dead kernel sends nothing more; the zeromq sockets just wait
+                    // to reconnect, so check the process itself.
+                    if let Some(status) = self.exited() {
+                        return Err(Error::KernelDied(format!("kernel exited: {status}")));
+                    }
+                    Some(OutputLine::Keepalive)
+                }
                 // Notice a closed response at once, not at the next line.
                 _ = tx.closed(), if !client_gone => {
                     client_gone = true;
@@ -231,6 +238,11 @@ impl Kernel {
             }
         }
         Ok(())
+    }
+
+    /// The kernel's exit status, if it has exited.
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        self.child.lock().ok().and_then(|mut c| c.try_wait().ok().flatten())
     }
 
     /// Interrupts the running cell: `interrupt_request` on the control channel,
