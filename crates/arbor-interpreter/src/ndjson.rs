@@ -86,7 +86,7 @@ pub fn result_from_media(media: &Media, is_main_result: bool) -> Map<String, Val
         for (mime, value) in bundle {
             match MIME_KEYS.iter().find(|(m, _)| *m == mime) {
                 Some((_, key)) => {
-                    out.insert((*key).to_string(), strip_base64_newlines(key, value));
+                    out.insert((*key).to_string(), clean(key, value));
                 }
                 None => {
                     extra.insert(mime, value);
@@ -101,20 +101,63 @@ pub fn result_from_media(media: &Media, is_main_result: bool) -> Map<String, Val
     out
 }
 
-/// Some kernels wrap base64 images at 76 columns; the SDK decodes with a strict
-/// decoder in places, so images are sent as one line.
-fn strip_base64_newlines(key: &str, value: Value) -> Value {
+/// Normalises a value: some kernels wrap base64 images at 76 columns (the
+/// SDKs decode strictly in places, so images are sent as one line), and
+/// Deno colours its `text/plain` results with ANSI escapes (the SDK's
+/// `Execution.text` must be the bare value).
+fn clean(key: &str, value: Value) -> Value {
     match (key, value) {
         ("png" | "jpeg", Value::String(s)) if s.contains('\n') => {
             Value::String(s.chars().filter(|c| *c != '\n').collect())
         }
+        ("text", Value::String(s)) if s.contains('\x1b') => Value::String(strip_ansi(&s)),
         (_, v) => v,
     }
 }
 
+/// The contents of a JavaScript string literal as Deno's inspector prints it
+/// (`"..."`, or `'...'` / backticks when the string holds double quotes);
+/// `None` if `s` is not one.
+pub fn unquote_js_string(s: &str) -> Option<String> {
+    let quote = s.chars().next().filter(|q| matches!(q, '"' | '\'' | '`'))?;
+    if s.len() < 2 || !s.ends_with(quote) {
+        return None;
+    }
+    if quote == '"' {
+        return serde_json::from_str(s).ok();
+    }
+    let inner = &s[1..s.len() - 1];
+    // Only simple escapes are undone; anything else is left as printed.
+    Some(inner.replace(&format!("\\{quote}"), &quote.to_string()).replace("\\n", "\n").replace("\\\\", "\\"))
+}
+
+/// Removes ANSI CSI sequences (`ESC [ params final`) and lone escapes.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameter and intermediate bytes, then one final byte in @..~.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Maps one iopub message to the line it produces, if any. `timestamp` is the
-/// message header's date in ISO-8601.
-pub fn map_iopub(content: &JupyterMessageContent, timestamp: &str) -> Option<OutputLine> {
+/// message header's date in ISO-8601. With `unquote_strings` (Deno), a cell
+/// value that is a string literal is given bare, as the SDKs expect
+/// (`await Promise.resolve('hi')` has `text == "hi"`).
+pub fn map_iopub(content: &JupyterMessageContent, timestamp: &str, unquote_strings: bool) -> Option<OutputLine> {
     match content {
         JupyterMessageContent::StreamContent(s) => {
             let text = s.text.clone();
@@ -124,7 +167,17 @@ pub fn map_iopub(content: &JupyterMessageContent, timestamp: &str) -> Option<Out
                 Stdio::Stderr => OutputLine::Stderr { text, timestamp },
             })
         }
-        JupyterMessageContent::ExecuteResult(r) => Some(OutputLine::Result(result_from_media(&r.data, true))),
+        JupyterMessageContent::ExecuteResult(r) => {
+            let mut result = result_from_media(&r.data, true);
+            if unquote_strings {
+                if let Some(Value::String(text)) = result.get_mut("text") {
+                    if let Some(bare) = unquote_js_string(text) {
+                        *text = bare;
+                    }
+                }
+            }
+            Some(OutputLine::Result(result))
+        }
         JupyterMessageContent::DisplayData(d) => Some(OutputLine::Result(result_from_media(&d.data, false))),
         JupyterMessageContent::ErrorOutput(e) => Some(OutputLine::Error {
             name: e.ename.clone(),
@@ -156,9 +209,9 @@ mod tests {
     #[test]
     fn stream_maps_to_stdout_and_stderr() {
         let ts = "2026-12-06T09:00:00.000000Z";
-        let out = map_iopub(&StreamContent::stdout("hi\n").into(), ts);
+        let out = map_iopub(&StreamContent::stdout("hi\n").into(), ts, false);
         assert_eq!(out.as_ref().map(line_json), Some(json!({"type": "stdout", "text": "hi\n", "timestamp": ts})));
-        let err = map_iopub(&StreamContent::stderr("oops").into(), ts);
+        let err = map_iopub(&StreamContent::stderr("oops").into(), ts, false);
         assert_eq!(err.as_ref().map(line_json), Some(json!({"type": "stderr", "text": "oops", "timestamp": ts})));
     }
 
@@ -172,7 +225,7 @@ mod tests {
             MediaType::Other(("application/x-custom".into(), json!("c"))),
         ]);
         let content = ExecuteResult::new(ExecutionCount::new(3), media).into();
-        let got = map_iopub(&content, "t").as_ref().map(line_json);
+        let got = map_iopub(&content, "t", false).as_ref().map(line_json);
         assert_eq!(
             got,
             Some(json!({
@@ -186,7 +239,7 @@ mod tests {
     #[test]
     fn display_data_is_not_main_result() {
         let media = Media::new(vec![MediaType::Svg("<svg/>".into())]);
-        let got = map_iopub(&DisplayData::new(media).into(), "t").as_ref().map(line_json);
+        let got = map_iopub(&DisplayData::new(media).into(), "t", false).as_ref().map(line_json);
         assert_eq!(got, Some(json!({"type": "result", "svg": "<svg/>", "is_main_result": false})));
     }
 
@@ -198,7 +251,7 @@ mod tests {
             traceback: vec!["Traceback".into(), "  line 1".into()],
         }
         .into();
-        let got = map_iopub(&content, "t").as_ref().map(line_json);
+        let got = map_iopub(&content, "t", false).as_ref().map(line_json);
         assert_eq!(
             got,
             Some(json!({
@@ -211,8 +264,34 @@ mod tests {
     #[test]
     fn execute_input_gives_number_of_executions() {
         let content = ExecuteInput { code: "x".into(), execution_count: ExecutionCount::new(7) }.into();
-        let got = map_iopub(&content, "t").as_ref().map(line_json);
+        let got = map_iopub(&content, "t", false).as_ref().map(line_json);
         assert_eq!(got, Some(json!({"type": "number_of_executions", "execution_count": 7})));
+    }
+
+    #[test]
+    fn ansi_colours_are_stripped_from_text_results() {
+        assert_eq!(strip_ansi("\x1b[33m42\x1b[39m"), "42");
+        assert_eq!(strip_ansi("\x1b[1;32m\"bar\"\x1b[0m x"), "\"bar\" x");
+        let media = Media::new(vec![MediaType::Plain("\x1b[33m-1\x1b[39m".into())]);
+        let got = result_from_media(&media, true);
+        assert_eq!(got.get("text"), Some(&json!("-1")));
+    }
+
+    #[test]
+    fn deno_string_values_are_unquoted() {
+        assert_eq!(unquote_js_string(r#""Hello World!""#), Some("Hello World!".into()));
+        assert_eq!(unquote_js_string(r#""a\"b""#), Some("a\"b".into()));
+        assert_eq!(unquote_js_string(r#"'say "hi"'"#), Some("say \"hi\"".into()));
+        assert_eq!(unquote_js_string("42"), None);
+        assert_eq!(unquote_js_string("\""), None);
+        let media = Media::new(vec![MediaType::Plain("\x1b[32m\"bar\"\x1b[39m".into())]);
+        let content = ExecuteResult::new(ExecutionCount::new(1), media).into();
+        let got = map_iopub(&content, "t", true).as_ref().map(line_json);
+        assert_eq!(got, Some(json!({"type": "result", "text": "bar", "is_main_result": true})));
+        let media = Media::new(vec![MediaType::Plain("\"bar\"".into())]);
+        let content = ExecuteResult::new(ExecutionCount::new(1), media).into();
+        let got = map_iopub(&content, "t", false).as_ref().map(line_json);
+        assert_eq!(got, Some(json!({"type": "result", "text": "\"bar\"", "is_main_result": true})));
     }
 
     #[test]
@@ -220,6 +299,6 @@ mod tests {
         assert_eq!(line_json(&OutputLine::EndOfExecution), json!({"type": "end_of_execution"}));
         assert_eq!(line_json(&OutputLine::Keepalive), json!({"type": "keepalive"}));
         let status = JupyterMessageContent::Status(jupyter_protocol::Status::idle());
-        assert_eq!(map_iopub(&status, "t"), None);
+        assert_eq!(map_iopub(&status, "t", false), None);
     }
 }
