@@ -190,7 +190,7 @@ impl Contexts {
         if let Ok(map) = self.read() {
             for context in map.values() {
                 if let Ok(kernel) = context.kernel.try_lock() {
-                    kernel.kill();
+                    kernel.kill_and_clean();
                 }
             }
         }

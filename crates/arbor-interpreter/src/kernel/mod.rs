@@ -144,6 +144,13 @@ impl Kernel {
         self.process.kill();
     }
 
+    /// Kills the kernel and removes its connection file and sockets (at
+    /// shutdown, when destructors will not run).
+    pub fn kill_and_clean(&self) {
+        self.process.kill();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+
     fn channels(&self) -> Result<Arc<Channels>> {
         self.channels.lock().map(|c| c.clone()).map_err(|_| Error::Kernel("channels lock poisoned".into()))
     }
