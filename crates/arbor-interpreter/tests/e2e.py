@@ -26,12 +26,13 @@ def run(code, language=None, context_id=None, envs=None, timeout=60):
     ex = Execution()
     with httpx.stream("POST", f"{URL}/execute", json=body, headers=HEADERS, timeout=timeout) as r:
         assert r.status_code == 200, (r.status_code, r.read())
-        types = []
+        lines = []
         for line in r.iter_lines():
             assert line.strip(), "blank line in the stream"
-            types.append(json.loads(line)["type"])
+            lines.append(line)
             parse_output(ex, line)
-    assert types[-1] == "end_of_execution", types
+    assert json.loads(lines[-1])["type"] == "end_of_execution", lines
+    ex.raw = lines
     return ex
 
 
@@ -155,9 +156,9 @@ def check_restored():
     """After a CRIU restore: state from before the dump (`before = 123` in
     python, `globalThis.before = 123` in js) is still there, print works."""
     ex = run("print('after'); before + 1")
-    assert ex.logs.stdout == ["after\n"] and ex.text == "124", (ex.logs, ex.results)
+    assert ex.logs.stdout == ["after\n"] and ex.text == "124", ex.raw
     ex = run("console.log('after'); globalThis.before + 1", language="js")
-    assert ex.logs.stdout == ["after\n"] and ex.text == "124", (ex.logs, ex.results)
+    assert ex.logs.stdout == ["after\n"] and ex.text == "124", ex.raw
 
 
 def prepare_restore():
