@@ -84,7 +84,7 @@ for f in "${files[@]}"; do cp "$f" "$work/context/"; done
 port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 "$ARBOR_BIN" server --listen "127.0.0.1:$port" --data-dir "$work/data" --templates-dir "$ARBOR_DATA_DIR" \
-    --api-key "$key" --instance "$INSTANCE" --veth-prefix asu --network-pool 10.203.0.0/24 \
+    --api-key "$key" --instance "$INSTANCE" --veth-prefix asu --network-pool 10.204.0.0/24 \
     --no-disk-limits --envd-bin "$ENVD_BIN" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 600); do
@@ -95,7 +95,9 @@ done
 grep -q "serving at" "$work/server.log" || die "the build server did not start in 60 s"
 
 note "building $NAME from $DIR (a build server on 127.0.0.1:$port)"
-args=(template build "$work/context" --name "$NAME")
+# Under a name of its own: the build server refuses names of built-in templates (NAME may be one).
+build_name="setup-$NAME"
+args=(template build "$work/context" --name "$build_name")
 [ -n "$start_cmd" ] && args+=(--start-cmd "$start_cmd")
 [ -n "$ready_cmd" ] && args+=(--ready-cmd "$ready_cmd")
 [ -n "$memory_mb" ] && args+=(--memory-mb "$memory_mb")
@@ -104,7 +106,7 @@ if ! ARBOR_API_URL="http://127.0.0.1:$port" ARBOR_API_KEY="$key" "$ARBOR_BIN" "$
     tail -n 30 "$work/build.log" >&2
     die "building $NAME failed"
 fi
-build_id=$(ARBOR_API_URL="http://127.0.0.1:$port" ARBOR_API_KEY="$key" "$ARBOR_BIN" template info "$NAME" --json \
+build_id=$(ARBOR_API_URL="http://127.0.0.1:$port" ARBOR_API_KEY="$key" "$ARBOR_BIN" template info "$build_name" --json \
     | "$PYTHON" -c 'import json, sys; print(max((b for b in json.load(sys.stdin)["builds"] if b["status"] == "ready"), key=lambda b: b["version"])["buildID"])')
 labels=(--label recipe="$recipe" --label builder=dockerfile)
 [ -n "$start_cmd" ] && labels+=(--label start_cmd="$start_cmd")

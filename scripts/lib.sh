@@ -5,6 +5,7 @@ ENVD_TARGET=x86_64-unknown-linux-gnu
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 export CARGO_TARGET_DIR
 ENVD_BIN="$CARGO_TARGET_DIR/$ENVD_TARGET/release/arbor-envd"
+INTERPRETER_BIN="$CARGO_TARGET_DIR/$ENVD_TARGET/release/arbor-interpreter"
 ARBOR_BIN="$CARGO_TARGET_DIR/release/arbor"
 VENV="$ROOT/.venv"
 PYTHON=${PYTHON:-python3}

@@ -66,20 +66,25 @@ check_toolchains() {
     note "$(cargo --version), node $(node --version), $("$PYTHON" --version)"
 }
 
-# envd runs inside sandboxes whose root file systems we do not control, hence a static binary.
+# envd (every sandbox's PID 1) and the code interpreter (code-interpreter templates) run inside
+# sandboxes whose root file systems we do not control, hence static binaries.
 build_envd() {
-    step "arbor-envd (static release build)"
+    step "arbor-envd, arbor-interpreter (static release builds)"
     RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --quiet --release -p arbor-envd --target "$ENVD_TARGET" --manifest-path "$ROOT/Cargo.toml"
-    [ -x "$ENVD_BIN" ] || die "build did not produce $ENVD_BIN"
-    # `file` says "statically linked" or "static-pie linked"; ldd refuses a static binary.
-    if ! file -b "$ENVD_BIN" | grep -Eq "static(ally|-pie) linked"; then
-        die "$ENVD_BIN is not static: $(file -b "$ENVD_BIN")"
-    fi
-    if ldd "$ENVD_BIN" >/dev/null 2>&1 && ! ldd "$ENVD_BIN" 2>&1 | grep -q "statically linked"; then
-        die "$ENVD_BIN has dynamic dependencies: $(ldd "$ENVD_BIN")"
-    fi
-    note "$ENVD_BIN ($(du -h "$ENVD_BIN" | cut -f1), static)"
+        cargo build --quiet --release -p arbor-envd -p arbor-interpreter --target "$ENVD_TARGET" \
+        --manifest-path "$ROOT/Cargo.toml"
+    local bin
+    for bin in "$ENVD_BIN" "$INTERPRETER_BIN"; do
+        [ -x "$bin" ] || die "build did not produce $bin"
+        # `file` says "statically linked" or "static-pie linked"; ldd refuses a static binary.
+        if ! file -b "$bin" | grep -Eq "static(ally|-pie) linked"; then
+            die "$bin is not static: $(file -b "$bin")"
+        fi
+        if ldd "$bin" >/dev/null 2>&1 && ! ldd "$bin" 2>&1 | grep -q "statically linked"; then
+            die "$bin has dynamic dependencies: $(ldd "$bin")"
+        fi
+        note "$bin ($(du -h "$bin" | cut -f1), static)"
+    done
 }
 
 # The default sandbox template, built once into the node's layer store (docs/templates-base.md).
@@ -93,6 +98,17 @@ base_template() {
 }
 
 # A stamp of the requirements file makes a second run skip pip entirely.
+code_interpreter_template() {
+    step "code-interpreter template (templates/code-interpreter-v1)"
+    if [ "$(id -u)" -ne 0 ]; then
+        note "not root: skipped"
+        return
+    fi
+    bash "$ROOT/scripts/build-builtin-template.sh" code-interpreter-v1 "$ROOT/templates/code-interpreter" \
+        --file "$INTERPRETER_BIN" --start-cmd "exec arbor-interpreter" \
+        --ready-cmd "curl -sf http://127.0.0.1:49999/health" --memory-mb 1024
+}
+
 python_venv() {
     step "Python venv (.venv)"
     local req="$ROOT/tests/python/requirements.txt"
@@ -145,6 +161,7 @@ bash "$ROOT/scripts/build-criu.sh"
 build_envd
 build_arbor
 base_template
+code_interpreter_template
 python_venv
 node_modules
 step "setup done"
