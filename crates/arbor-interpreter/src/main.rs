@@ -10,7 +10,6 @@ mod error;
 mod kernel;
 mod language;
 mod ndjson;
-mod restore;
 mod server;
 
 use clap::Parser;
@@ -23,7 +22,6 @@ async fn main() -> Result<(), error::Error> {
         .init();
     let args = config::Args::parse();
     let started = std::time::Instant::now();
-    let canary = restore::Canary::arm()?;
     std::fs::create_dir_all(&args.run_dir)
         .map_err(|e| error::Error::io(format!("create {}", args.run_dir.display()), e))?;
     let contexts = Arc::new(contexts::Contexts::new(contexts::KernelSettings {
@@ -53,11 +51,7 @@ async fn main() -> Result<(), error::Error> {
     futures::future::join_all(eager).await;
     tracing::info!("kernels ready in {:?}; available: {}", started.elapsed(), contexts.available());
 
-    let state = server::AppState {
-        contexts,
-        auth: Arc::new(auth::Auth::new(args.envd())),
-        canary: Arc::new(tokio::sync::Mutex::new(canary)),
-    };
+    let state = server::AppState { contexts, auth: Arc::new(auth::Auth::new(args.envd())) };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| error::Error::io(format!("bind {}", args.listen), e))?;

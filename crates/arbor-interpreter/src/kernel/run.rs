@@ -59,7 +59,7 @@ impl Kernel {
         globals: &BTreeMap<String, String>,
         tx: &mpsc::Sender<OutputLine>,
     ) -> Result<()> {
-        let ch = self.channels()?;
+        let ch = &self.channels;
         let mut shell = ch.shell.lock().await;
         let plan = EnvPlan { globals: self.new_globals(globals), call };
         if let Some(before) = env_before(self.spec.family, &plan) {
@@ -68,7 +68,7 @@ impl Kernel {
                 applied.extend(plan.globals.clone());
             }
         }
-        let result = self.run_cell(&ch, &mut shell, code, tx).await;
+        let result = self.run_cell(ch, &mut shell, code, tx).await;
         if let Some(after) = env_after(self.spec.family, &plan) {
             if let Err(e) = silent_on(&mut shell, after).await {
                 tracing::warn!("restoring env vars: {e}");
@@ -148,11 +148,7 @@ impl Kernel {
                     None
                 }
                 _ = &mut drain => {
-                    // After a restore `ch` may be a dead set of connections that
-                    // were already replaced: only then is the kernel itself fine.
-                    if self.channels().is_ok_and(|current| std::ptr::eq(&*current, ch)) {
-                        self.broken.store(true, Ordering::Relaxed);
-                    }
+                    self.broken.store(true, Ordering::Relaxed);
                     return Err(Error::Timeout("interrupted cell did not end; the kernel will be replaced".into()));
                 }
             };
@@ -170,7 +166,7 @@ impl Kernel {
     /// Runs helper code without output or history (and without bumping the
     /// execution counter).
     pub(super) async fn silent(&self, code: &str) -> Result<()> {
-        let ch = self.channels()?;
+        let ch = &self.channels;
         let mut shell = ch.shell.lock().await;
         silent_on(&mut shell, code.to_string()).await
     }
