@@ -12,6 +12,7 @@ mod language;
 mod ndjson;
 mod server;
 
+use axum::serve::ListenerExt;
 use clap::Parser;
 use std::sync::Arc;
 
@@ -55,6 +56,13 @@ async fn main() -> Result<(), error::Error> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| error::Error::io(format!("bind {}", args.listen), e))?;
+    // Results are small NDJSON chunks: without NODELAY, Nagle holds the first
+    // one back until the client's delayed ACK of the headers (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("TCP_NODELAY: {e}");
+        }
+    });
     tracing::info!("listening on {}", args.listen);
     axum::serve(listener, server::router(state)).await.map_err(|e| error::Error::io("serve", e))?;
     Ok(())
