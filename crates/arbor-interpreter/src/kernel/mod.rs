@@ -8,6 +8,7 @@
 //! restored or cloned interpreter keeps talking to its kernels unchanged.
 
 mod channels;
+mod flush;
 mod process;
 mod run;
 
@@ -45,6 +46,8 @@ pub struct Kernel {
     /// Set when an execution could not be brought to an end: the kernel is
     /// replaced before the next one.
     broken: AtomicBool,
+    /// Whether Deno's output marker works on this kernel (see `flush`).
+    flushable: AtomicBool,
     keepalive: Duration,
 }
 
@@ -110,6 +113,7 @@ impl Kernel {
             channels,
             globals: StdMutex::default(),
             broken: AtomicBool::new(false),
+            flushable: AtomicBool::new(true),
             keepalive,
         })
     }
