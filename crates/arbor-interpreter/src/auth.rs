@@ -5,11 +5,13 @@
 //! Rather than keep a second copy, the interpreter asks envd: `GET /envs`
 //! requires the token (200 with it, 401 without), and its answer, the
 //! sandbox-wide environment variables, is what each execution needs anyway.
-//! A token envd accepted is cached with those variables until the next CRIU
-//! restore (see `crate::restore`), so warm requests do not ask again.
+//!
+//! Nothing is cached: a checkpoint keeps this process and its connections
+//! (CRIU `--tcp-established`), so after a clone or resume nothing inside tells
+//! it that envd got a new token; only asking envd every time is correct.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a request was not let in.
@@ -32,8 +34,6 @@ pub struct Auth {
     /// envd's base URL; `None` disables checks (host tests, no envd).
     envd: Option<String>,
     client: reqwest::Client,
-    /// The last token envd accepted, with the env vars it returned.
-    cache: Mutex<Option<(String, Globals)>>,
 }
 
 impl Auth {
@@ -45,18 +45,13 @@ impl Auth {
             .no_proxy()
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Auth { envd: envd.map(|u| u.trim_end_matches('/').to_string()), client, cache: Mutex::default() }
+        Auth { envd: envd.map(|u| u.trim_end_matches('/').to_string()), client }
     }
 
     /// Lets the request in (returning the sandbox-wide env vars) or not.
     pub async fn check(&self, token: Option<&str>) -> Result<Globals, AuthError> {
         let Some(envd) = &self.envd else { return Ok(Globals::default()) };
         let token = token.filter(|t| !t.is_empty());
-        if let Some(token) = token {
-            if let Some(globals) = self.cached(token) {
-                return Ok(globals);
-            }
-        }
         let mut request = self.client.get(format!("{envd}/envs"));
         if let Some(token) = token {
             request = request.header("X-Access-Token", token);
@@ -70,27 +65,8 @@ impl Auth {
         if !status.is_success() {
             return Err(AuthError::Unavailable(format!("envd answered {status}")));
         }
-        let globals: Globals =
-            Arc::new(serde_json::from_slice(&body).map_err(|e| AuthError::Unavailable(format!("envd /envs: {e}")))?);
-        // Only a token is cached: without one, envd is asked every time, so a
-        // token configured later (POST /init) takes effect at once.
-        if let (Some(token), Ok(mut cache)) = (token, self.cache.lock()) {
-            *cache = Some((token.to_string(), globals.clone()));
-        }
-        Ok(globals)
-    }
-
-    /// Forgets the cached token (after a restore the token may have changed).
-    pub fn forget(&self) {
-        if let Ok(mut cache) = self.cache.lock() {
-            *cache = None;
-        }
-    }
-
-    fn cached(&self, token: &str) -> Option<Globals> {
-        let cache = self.cache.lock().ok()?;
-        let (good, globals) = cache.as_ref()?;
-        constant_time_eq(good.as_bytes(), token.as_bytes()).then(|| globals.clone())
+        let globals = serde_json::from_slice(&body).map_err(|e| AuthError::Unavailable(format!("envd /envs: {e}")))?;
+        Ok(Arc::new(globals))
     }
 }
 
@@ -100,11 +76,6 @@ fn envd_message(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
         .unwrap_or_else(|| "invalid or missing access token".into())
-}
-
-/// Compares secrets without an early exit, so timing does not leak a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -124,14 +95,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cached_tokens_are_compared_exactly() {
+    async fn an_unreachable_envd_lets_nothing_in() {
         let auth = Auth::new(Some("http://127.0.0.1:9".into()));
-        *auth.cache.lock().unwrap() = Some(("secret".into(), Globals::default()));
-        assert!(auth.cached("secret").is_some());
-        assert!(auth.cached("secreT").is_none());
-        auth.forget();
-        assert!(auth.cached("secret").is_none());
-        // envd unreachable: not let in.
         assert!(matches!(auth.check(Some("secret")).await, Err(AuthError::Unavailable(_))));
     }
 }

@@ -33,10 +33,6 @@ pub struct Args {
     /// Bash kernel command.
     #[arg(long, env = "ARBOR_INTERPRETER_BASH_KERNEL", default_value = "python3 -m bash_kernel -f")]
     pub bash_kernel: String,
-    /// ZeroMQ transport to the python and bash kernels: `ipc` (unix sockets,
-    /// unaffected by a CRIU restore) or `tcp` (rebuilt after a restore, like Deno's).
-    #[arg(long, env = "ARBOR_INTERPRETER_TRANSPORT", default_value = "ipc", value_parser = ["ipc", "tcp"])]
-    pub transport: String,
     /// Languages whose default context is started before `/health` answers
     /// (so a template's memory snapshot holds their kernels), comma-separated.
     #[arg(long, env = "ARBOR_INTERPRETER_EAGER", default_value = "python,javascript", value_delimiter = ',')]
@@ -65,14 +61,14 @@ impl Args {
     /// The kernel spec of every language whose program is found; the others
     /// are reported and left out.
     pub async fn specs(&self) -> HashMap<Language, KernelSpec> {
-        let ipc_or_tcp = if self.transport == "tcp" { Transport::TCP } else { Transport::IPC };
         let mut specs = HashMap::new();
         for language in crate::language::ALL {
+            // ipc where the kernel takes it (no ports to allocate, nothing
+            // reachable from the network); Deno's kernel refuses ipc ("invalid host").
             let (command, transport) = match language.family() {
-                KernelFamily::IPython => (&self.python_kernel, ipc_or_tcp.clone()),
-                // Deno's kernel refuses ipc ("invalid host").
+                KernelFamily::IPython => (&self.python_kernel, Transport::IPC),
                 KernelFamily::Deno => (&self.deno_kernel, Transport::TCP),
-                KernelFamily::Bash => (&self.bash_kernel, ipc_or_tcp.clone()),
+                KernelFamily::Bash => (&self.bash_kernel, Transport::IPC),
             };
             let argv: Vec<String> = command.split_whitespace().map(str::to_string).collect();
             match resolve(&argv).await {

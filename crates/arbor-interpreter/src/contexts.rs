@@ -167,24 +167,6 @@ impl Contexts {
         Ok(())
     }
 
-    /// Rebuilds the client connections of every tcp kernel (after a restore).
-    pub async fn reconnect_tcp(&self) {
-        let contexts: Vec<Arc<Context>> = match self.read() {
-            Ok(map) => map.values().cloned().collect(),
-            Err(_) => return,
-        };
-        let reconnects = contexts.iter().map(|context| async move {
-            let kernel = context.kernel.lock().await.clone();
-            if kernel.is_tcp() {
-                if let Err(e) = kernel.reconnect().await {
-                    tracing::warn!("context {}: reconnect failed ({e}); the kernel will be replaced", context.id);
-                    kernel.kill();
-                }
-            }
-        });
-        futures::future::join_all(reconnects).await;
-    }
-
     /// Kills every kernel now (shutdown).
     pub fn kill_all(&self) {
         if let Ok(map) = self.read() {

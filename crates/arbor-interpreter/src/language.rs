@@ -181,9 +181,10 @@ pub fn env_after(family: KernelFamily, plan: &EnvPlan) -> Option<String> {
 pub fn init_code(family: KernelFamily) -> Option<&'static str> {
     match family {
         // A DataFrame as a cell's value also carries its columns as
-        // `e2b/data` (the SDK's `result.data`). Registered by type name, so
-        // pandas is only imported when the user imports it.
-        KernelFamily::IPython => Some(include_str!("init/python.py")),
+        // `e2b/data` (the SDK's `result.data`), a matplotlib figure its plotted
+        // data as `e2b/chart` (`result.chart`). Registered by type name, so
+        // pandas and matplotlib are only imported when the user imports them.
+        KernelFamily::IPython => Some(concat!(include_str!("init/python.py"), include_str!("init/charts.py"))),
         KernelFamily::Deno | KernelFamily::Bash => None,
     }
 }

@@ -10,9 +10,9 @@ mod error;
 mod kernel;
 mod language;
 mod ndjson;
-mod restore;
 mod server;
 
+use axum::serve::ListenerExt;
 use clap::Parser;
 use std::sync::Arc;
 
@@ -23,7 +23,6 @@ async fn main() -> Result<(), error::Error> {
         .init();
     let args = config::Args::parse();
     let started = std::time::Instant::now();
-    let canary = restore::Canary::arm()?;
     std::fs::create_dir_all(&args.run_dir)
         .map_err(|e| error::Error::io(format!("create {}", args.run_dir.display()), e))?;
     let contexts = Arc::new(contexts::Contexts::new(contexts::KernelSettings {
@@ -53,14 +52,17 @@ async fn main() -> Result<(), error::Error> {
     futures::future::join_all(eager).await;
     tracing::info!("kernels ready in {:?}; available: {}", started.elapsed(), contexts.available());
 
-    let state = server::AppState {
-        contexts,
-        auth: Arc::new(auth::Auth::new(args.envd())),
-        canary: Arc::new(tokio::sync::Mutex::new(canary)),
-    };
+    let state = server::AppState { contexts, auth: Arc::new(auth::Auth::new(args.envd())) };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| error::Error::io(format!("bind {}", args.listen), e))?;
+    // Results are small NDJSON chunks: without NODELAY, Nagle holds the first
+    // one back until the client's delayed ACK of the headers (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("TCP_NODELAY: {e}");
+        }
+    });
     tracing::info!("listening on {}", args.listen);
     axum::serve(listener, server::router(state)).await.map_err(|e| error::Error::io("serve", e))?;
     Ok(())

@@ -1,12 +1,11 @@
 //! The HTTP side on port 49999 (protocol notes §5): `/health`, `POST /execute`
-//! (NDJSON stream) and the `/contexts` CRUD. Every route but `/health` first
-//! handles a pending CRIU restore, then checks the access token.
+//! (NDJSON stream) and the `/contexts` CRUD. Every route but `/health` checks
+//! the access token first.
 
 use crate::auth::{Auth, AuthError, Globals};
 use crate::contexts::{Context, Contexts};
 use crate::error::Error;
 use crate::language::{valid_env_key, Language};
-use crate::restore::Canary;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -18,7 +17,6 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use tokio::sync::Mutex;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// Shared server state.
@@ -28,8 +26,6 @@ pub struct AppState {
     pub contexts: Arc<Contexts>,
     /// Token checks against envd.
     pub auth: Arc<Auth>,
-    /// The restore canary; held while a restore is being handled.
-    pub canary: Arc<Mutex<Canary>>,
 }
 
 /// `POST /execute` body. The Python SDK sends all four keys, null when unset.
@@ -86,34 +82,13 @@ impl IntoResponse for Error {
 }
 
 impl AppState {
-    /// Handles a restore if one happened, then checks the access token.
-    /// Returns the sandbox-wide env vars on success.
+    /// Checks the access token; returns the sandbox-wide env vars on success.
     async fn admit(&self, headers: &HeaderMap) -> Result<Globals, Response> {
-        self.after_restore().await;
         let token = headers.get("x-access-token").and_then(|v| v.to_str().ok());
         self.auth.check(token).await.map_err(|e| match e {
             AuthError::Unauthorized(m) => error_response(StatusCode::UNAUTHORIZED, m),
             AuthError::Unavailable(_) => error_response(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         })
-    }
-
-    /// If the canary shows a CRIU restore: forget the cached token, rebuild
-    /// the tcp kernels' connections, and re-arm the canary. Requests wait
-    /// for this on the canary's lock, so none runs on dead connections.
-    async fn after_restore(&self) {
-        let mut canary = self.canary.lock().await;
-        if canary.alive() {
-            return;
-        }
-        let started = std::time::Instant::now();
-        tracing::info!("restore detected: reconnecting tcp kernels");
-        self.auth.forget();
-        self.contexts.reconnect_tcp().await;
-        match Canary::arm() {
-            Ok(fresh) => *canary = fresh,
-            Err(e) => tracing::error!("re-arming the restore canary: {e}"),
-        }
-        tracing::info!("restore handled in {:?}", started.elapsed());
     }
 }
 

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces what a paused/cloned sandbox goes through: dump a running
-# arbor-interpreter and its kernels and restore them with `--tcp-close` as
-# arbor-runtime does (every established TCP connection comes back closed,
-# which cuts Deno's tcp ZeroMQ links), then check that state set before the
-# dump is still there and output still flows, in python and javascript, with
-# no kernel restart. DUMP_FLAGS overrides the TCP flag (e.g.
-# `--tcp-established`, as the prototype did).
+# arbor-interpreter and its kernels and restore them as arbor-runtime does
+# (`--tcp-established --file-locks` on dump and restore: loopback TCP
+# connections, such as the ZeroMQ links to Deno's kernel, come back intact),
+# then check that state set before the dump is still there and every run's
+# output is complete, in python and javascript, with no kernel restart.
 #
 # `--file-locks` is required: Deno keeps its sqlite caches
 # (~/.cache/deno/*_analysis_cache_v2, WAL mode) open with a POSIX read lock on
@@ -25,13 +24,14 @@ PORT=${PORT:-49998}
 work=$(mktemp -d /tmp/arbor-criu.XXXXXX)
 mkdir -p "$work/img" "$work/cwd"
 export INTERP=http://127.0.0.1:$PORT
+CRIU_FLAGS="--tcp-established --file-locks"
 
 # The dumped tree was SIGKILLed by criu; until its zombies are reaped (by
 # whoever adopted them) their pids are taken and `criu restore` fails with
 # "Can't fork for <pid>: File exists". Retry for a few seconds.
 restore() {
     for _ in $(seq 20); do
-        criu restore -D "$1" --tcp-close --file-locks -d -o restore.log -v2 && return 0
+        criu restore -D "$1" $CRIU_FLAGS -d -o restore.log -v2 && return 0
         sleep 0.5
     done
     return 1
@@ -56,7 +56,7 @@ echo "interpreter pid $pid"
 
 "$SDK_PYTHON" "$here/e2e.py" prepare_restore
 t0=$(date +%s.%N)
-criu dump -t "$pid" -D "$work/img" ${DUMP_FLAGS:---tcp-close} --file-locks -o dump.log -v2
+criu dump -t "$pid" -D "$work/img" $CRIU_FLAGS -o dump.log -v2
 t1=$(date +%s.%N)
 # The dumped tree was killed; reap it so its pid is free for the restore.
 wait "$bg" 2>/dev/null || true
@@ -67,12 +67,11 @@ echo "dump $(echo "$t1 - $t0" | bc) s, restore $(echo "$t2 - $t1" | bc) s"
 start=$(date +%s.%N)
 "$SDK_PYTHON" "$here/e2e.py" check_restored
 echo "first requests after restore: $(echo "$(date +%s.%N) - $start" | bc) s"
-"$SDK_PYTHON" "$here/e2e.py" check_python check_javascript check_interrupt
-grep -a "restore detected\|reconnected\|restore handled" "$work/interp.log" | sed 's/\x1b\[[0-9;]*m//g'
-# A second dump/restore cycle: the re-armed canary must fire again.
+"$SDK_PYTHON" "$here/e2e.py" check_restored_runs check_python check_javascript check_interrupt
+# A second dump/restore cycle (a clone of a resumed sandbox).
 "$SDK_PYTHON" "$here/e2e.py" prepare_restore
 rm -rf "$work/img" && mkdir "$work/img"
-criu dump -t "$pid" -D "$work/img" ${DUMP_FLAGS:---tcp-close} --file-locks -o dump.log
+criu dump -t "$pid" -D "$work/img" $CRIU_FLAGS -o dump.log
 restore "$work/img"
-"$SDK_PYTHON" "$here/e2e.py" check_restored
+"$SDK_PYTHON" "$here/e2e.py" check_restored check_restored_runs
 echo "PASS (logs in $work)"

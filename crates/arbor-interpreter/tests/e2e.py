@@ -92,7 +92,7 @@ def check_rich():
     ex = run("import pandas as pd\npd.DataFrame({'a': [1, 2, 3]})")
     assert ex.results[0].html and len(ex.results[0].data["a"]) == 3, ex.results
     ex = run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()")
-    assert any(r.png for r in ex.results), ex.results
+    assert ex.results[0].png and ex.results[0].chart.type == "line", ex.results
     ex = run("from IPython.display import display, HTML\ndisplay(HTML('<b>x</b>'))")
     assert ex.results[0].html == "<b>x</b>" and not ex.results[0].is_main_result
 
@@ -159,6 +159,15 @@ def check_restored():
     assert ex.logs.stdout == ["after\n"] and ex.text == "124", ex.raw
     ex = run("console.log('after'); globalThis.before + 1", language="js")
     assert ex.logs.stdout == ["after\n"] and ex.text == "124", ex.raw
+
+
+def check_restored_runs(n=20):
+    """After a CRIU restore: n runs per language, each with its output complete."""
+    for i in range(n):
+        ex = run(f"print('p{i}'); before + {i}")
+        assert ex.logs.stdout == [f"p{i}\n"] and ex.text == str(123 + i), ex.raw
+        ex = run(f"console.log('j{i}'); globalThis.before + {i}", language="js")
+        assert ex.logs.stdout == [f"j{i}\n"] and ex.text == str(123 + i), ex.raw
 
 
 def prepare_restore():

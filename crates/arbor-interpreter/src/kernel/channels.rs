@@ -1,9 +1,5 @@
 //! The client side of a kernel's ZeroMQ channels: shell, control and iopub,
 //! with iopub messages routed to the execution that caused them.
-//!
-//! A `Channels` can be thrown away and connected again to the same kernel:
-//! that is how tcp kernels get working connections back after a CRIU restore
-//! (see `crate::restore`).
 
 use crate::error::{Error, Result};
 use jupyter_protocol::{ConnectionInfo, JupyterMessage, KernelInfoRequest};

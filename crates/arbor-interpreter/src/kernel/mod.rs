@@ -2,12 +2,13 @@
 //! side of its channels.
 //!
 //! Transport: `ipc` (ZeroMQ over unix sockets) where the kernel supports it
-//! (ipykernel, bash_kernel): CRIU restores unix sockets as they were. Deno's
-//! kernel only speaks `tcp`, and `criu restore --tcp-close` leaves every
-//! established TCP connection closed, so tcp kernels get their client
-//! connections rebuilt after a restore ([`Kernel::reconnect`]).
+//! (ipykernel, bash_kernel), `tcp` on loopback for Deno, which only speaks tcp.
+//! Both survive a checkpoint: CRIU dumps and restores unix sockets and, with
+//! `--tcp-established`, established TCP connections as they were, so a
+//! restored or cloned interpreter keeps talking to its kernels unchanged.
 
 mod channels;
+mod flush;
 mod process;
 mod run;
 
@@ -19,7 +20,7 @@ use process::KernelProcess;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
 /// How a kernel is launched and spoken to.
@@ -37,15 +38,16 @@ pub struct KernelSpec {
 #[derive(Debug)]
 pub struct Kernel {
     spec: KernelSpec,
-    info: ConnectionInfo,
     run_dir: PathBuf,
     process: KernelProcess,
-    channels: StdMutex<Arc<Channels>>,
+    channels: Channels,
     /// The sandbox-wide env vars this kernel has been given.
     globals: StdMutex<BTreeMap<String, String>>,
     /// Set when an execution could not be brought to an end: the kernel is
     /// replaced before the next one.
     broken: AtomicBool,
+    /// Whether Deno's output marker works on this kernel (see `flush`).
+    flushable: AtomicBool,
     keepalive: Duration,
 }
 
@@ -106,37 +108,20 @@ impl Kernel {
         let channels = Channels::connect(&info).await?;
         Ok(Kernel {
             spec: spec.clone(),
-            info,
             run_dir,
             process,
-            channels: StdMutex::new(Arc::new(channels)),
+            channels,
             globals: StdMutex::default(),
             broken: AtomicBool::new(false),
+            flushable: AtomicBool::new(true),
             keepalive,
         })
-    }
-
-    /// Whether the kernel speaks tcp (and so needs [`Kernel::reconnect`]
-    /// after a CRIU restore).
-    pub fn is_tcp(&self) -> bool {
-        self.spec.transport == Transport::TCP
-    }
-
-    /// Replaces the client connections with fresh ones to the same kernel.
-    pub async fn reconnect(&self) -> Result<()> {
-        let started = Instant::now();
-        let fresh = Arc::new(Channels::connect(&self.info).await?);
-        *self.channels.lock().map_err(|_| Error::Kernel("channels lock poisoned".into()))? = fresh;
-        tracing::info!("reconnected to {:?} kernel in {:?}", self.spec.family, started.elapsed());
-        Ok(())
     }
 
     /// Whether the kernel must be replaced: its process exited, its iopub
     /// socket died, or an execution could not be ended.
     pub fn is_dead(&self) -> bool {
-        self.process.exited().is_some()
-            || self.broken.load(Ordering::Relaxed)
-            || self.channels().is_ok_and(|c| c.reader_stopped())
+        self.process.exited().is_some() || self.broken.load(Ordering::Relaxed) || self.channels.reader_stopped()
     }
 
     /// Kills the kernel process group now.
@@ -149,10 +134,6 @@ impl Kernel {
     pub fn kill_and_clean(&self) {
         self.process.kill();
         let _ = std::fs::remove_dir_all(&self.run_dir);
-    }
-
-    fn channels(&self) -> Result<Arc<Channels>> {
-        self.channels.lock().map(|c| c.clone()).map_err(|_| Error::Kernel("channels lock poisoned".into()))
     }
 }
 

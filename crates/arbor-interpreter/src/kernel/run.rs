@@ -59,7 +59,7 @@ impl Kernel {
         globals: &BTreeMap<String, String>,
         tx: &mpsc::Sender<OutputLine>,
     ) -> Result<()> {
-        let ch = self.channels()?;
+        let ch = &self.channels;
         let mut shell = ch.shell.lock().await;
         let plan = EnvPlan { globals: self.new_globals(globals), call };
         if let Some(before) = env_before(self.spec.family, &plan) {
@@ -68,7 +68,7 @@ impl Kernel {
                 applied.extend(plan.globals.clone());
             }
         }
-        let result = self.run_cell(&ch, &mut shell, code, tx).await;
+        let result = self.run_cell(ch, &mut shell, code, tx).await;
         if let Some(after) = env_after(self.spec.family, &plan) {
             if let Err(e) = silent_on(&mut shell, after).await {
                 tracing::warn!("restoring env vars: {e}");
@@ -96,73 +96,75 @@ impl Kernel {
         let request: JupyterMessage = request.into();
         let msg_id = request.header.msg_id.clone();
         let (route_tx, mut iopub) = mpsc::unbounded_channel();
-        ch.routes.lock().map_err(|_| Error::Kernel("routes poisoned".into()))?.insert(msg_id.clone(), route_tx);
+        ch.routes.lock().map_err(|_| Error::Kernel("routes poisoned".into()))?.insert(msg_id.clone(), route_tx.clone());
         let _unroute = Unroute { ch, msg_id: msg_id.clone() };
         shell.send(request).await?;
 
-        let reply = read_reply(shell, &msg_id);
-        tokio::pin!(reply);
-        let mut reply_seen = false;
-        let mut idle_seen = false;
         let mut client_gone = false;
-        let mut ticker = tokio::time::interval(self.keepalive);
-        ticker.tick().await;
-        let mut exit_poll = tokio::time::interval(EXIT_POLL);
-        let drain = tokio::time::sleep(Duration::MAX / 4);
-        tokio::pin!(drain);
-        while !(reply_seen && idle_seen) {
-            let line = tokio::select! {
-                r = &mut reply, if !reply_seen => {
-                    let r = r?;
-                    reply_seen = true;
-                    if let JupyterMessageContent::ExecuteReply(rep) = &r.content {
-                        if rep.status != ReplyStatus::Ok {
-                            tracing::debug!("execute_reply status {:?}", rep.status);
+        // A block, so the pending shell read ends before the flush uses the socket.
+        {
+            let reply = read_reply(shell, &msg_id);
+            tokio::pin!(reply);
+            let mut reply_seen = false;
+            let mut idle_seen = false;
+            let mut ticker = tokio::time::interval(self.keepalive);
+            ticker.tick().await;
+            let mut exit_poll = tokio::time::interval(EXIT_POLL);
+            let drain = tokio::time::sleep(Duration::MAX / 4);
+            tokio::pin!(drain);
+            while !(reply_seen && idle_seen) {
+                let line = tokio::select! {
+                    r = &mut reply, if !reply_seen => {
+                        let r = r?;
+                        reply_seen = true;
+                        if let JupyterMessageContent::ExecuteReply(rep) = &r.content {
+                            if rep.status != ReplyStatus::Ok {
+                                tracing::debug!("execute_reply status {:?}", rep.status);
+                            }
                         }
+                        None
                     }
-                    None
-                }
-                m = iopub.recv() => {
-                    let m = m.ok_or_else(|| Error::KernelDied("iopub reader stopped".into()))?;
-                    if let JupyterMessageContent::Status(s) = &m.content {
-                        if s.execution_state == ExecutionState::Idle {
-                            idle_seen = true;
+                    m = iopub.recv() => {
+                        let m = m.ok_or_else(|| Error::KernelDied("iopub reader stopped".into()))?;
+                        if let JupyterMessageContent::Status(s) = &m.content {
+                            if s.execution_state == ExecutionState::Idle {
+                                idle_seen = true;
+                            }
                         }
+                        map_iopub(&m.content, &m.header.date.to_rfc3339(), self.spec.family == KernelFamily::Deno)
                     }
-                    map_iopub(&m.content, &m.header.date.to_rfc3339(), self.spec.family == KernelFamily::Deno)
-                }
-                _ = ticker.tick() => Some(OutputLine::Keepalive),
-                // A dead kernel sends nothing more; the zeromq sockets just wait
-                // to reconnect, so check the process itself (one waitpid).
-                _ = exit_poll.tick() => {
-                    if let Some(status) = self.process.exited() {
-                        return Err(Error::KernelDied(format!("kernel exited: {status}")));
+                    _ = ticker.tick() => Some(OutputLine::Keepalive),
+                    // A dead kernel sends nothing more; the zeromq sockets just wait
+                    // to reconnect, so check the process itself (one waitpid).
+                    _ = exit_poll.tick() => {
+                        if let Some(status) = self.process.exited() {
+                            return Err(Error::KernelDied(format!("kernel exited: {status}")));
+                        }
+                        None
                     }
-                    None
-                }
-                // Notice a closed response at once, not at the next line.
-                _ = tx.closed(), if !client_gone => {
-                    client_gone = true;
-                    drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_LIMIT);
-                    self.interrupt(ch).await?;
-                    None
-                }
-                _ = &mut drain => {
-                    // After a restore `ch` may be a dead set of connections that
-                    // were already replaced: only then is the kernel itself fine.
-                    if self.channels().is_ok_and(|current| std::ptr::eq(&*current, ch)) {
+                    // Notice a closed response at once, not at the next line.
+                    _ = tx.closed(), if !client_gone => {
+                        client_gone = true;
+                        drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_LIMIT);
+                        self.interrupt(ch).await?;
+                        None
+                    }
+                    _ = &mut drain => {
                         self.broken.store(true, Ordering::Relaxed);
+                        return Err(Error::Timeout("interrupted cell did not end; the kernel will be replaced".into()));
                     }
-                    return Err(Error::Timeout("interrupted cell did not end; the kernel will be replaced".into()));
-                }
-            };
-            if let Some(line) = line {
-                if !client_gone && tx.send(line).await.is_err() {
-                    client_gone = true;
-                    drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_LIMIT);
-                    self.interrupt(ch).await?;
+                };
+                if let Some(line) = line {
+                    if !client_gone && tx.send(line).await.is_err() {
+                        client_gone = true;
+                        drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_LIMIT);
+                        self.interrupt(ch).await?;
+                    }
                 }
             }
+        }
+        if self.spec.family == KernelFamily::Deno && !client_gone {
+            self.flush_deno(ch, shell, route_tx, &mut iopub, tx).await?;
         }
         Ok(())
     }
@@ -170,7 +172,7 @@ impl Kernel {
     /// Runs helper code without output or history (and without bumping the
     /// execution counter).
     pub(super) async fn silent(&self, code: &str) -> Result<()> {
-        let ch = self.channels()?;
+        let ch = &self.channels;
         let mut shell = ch.shell.lock().await;
         silent_on(&mut shell, code.to_string()).await
     }
@@ -224,9 +226,9 @@ async fn silent_on(shell: &mut ClientShellConnection, code: String) -> Result<()
 }
 
 /// Removes an execution's iopub route when the execution ends, however it ends.
-struct Unroute<'a> {
-    ch: &'a Channels,
-    msg_id: String,
+pub(super) struct Unroute<'a> {
+    pub(super) ch: &'a Channels,
+    pub(super) msg_id: String,
 }
 
 impl Drop for Unroute<'_> {
