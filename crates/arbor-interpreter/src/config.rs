@@ -33,6 +33,9 @@ pub struct Args {
     /// Bash kernel command.
     #[arg(long, env = "ARBOR_INTERPRETER_BASH_KERNEL", default_value = "python3 -m bash_kernel -f")]
     pub bash_kernel: String,
+    /// R kernel command (IRkernel, tcp: it builds its endpoints as `transport://ip:port`).
+    #[arg(long, env = "ARBOR_INTERPRETER_R_KERNEL", default_value = "R --slave -e IRkernel::main() --args")]
+    pub r_kernel: String,
     /// Languages whose default context is started before `/health` answers
     /// (so a template's memory snapshot holds their kernels), comma-separated.
     #[arg(long, env = "ARBOR_INTERPRETER_EAGER", default_value = "python,javascript", value_delimiter = ',')]
@@ -69,6 +72,7 @@ impl Args {
                 KernelFamily::IPython => (&self.python_kernel, Transport::IPC),
                 KernelFamily::Deno => (&self.deno_kernel, Transport::TCP),
                 KernelFamily::Bash => (&self.bash_kernel, Transport::IPC),
+                KernelFamily::R => (&self.r_kernel, Transport::TCP),
             };
             let argv: Vec<String> = command.split_whitespace().map(str::to_string).collect();
             match resolve(&argv).await {

@@ -17,10 +17,13 @@ pub enum Language {
     TypeScript,
     /// bash_kernel.
     Bash,
+    /// IRkernel (Debian's r-cran-irkernel).
+    R,
 }
 
 /// Every language, in the order they are listed to users.
-pub const ALL: [Language; 4] = [Language::Python, Language::JavaScript, Language::TypeScript, Language::Bash];
+pub const ALL: [Language; 5] =
+    [Language::Python, Language::JavaScript, Language::TypeScript, Language::Bash, Language::R];
 
 /// The family of kernel a language runs on; decides how env vars are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,8 @@ pub enum KernelFamily {
     Deno,
     /// bash_kernel: shell code.
     Bash,
+    /// IRkernel: R code.
+    R,
 }
 
 impl Language {
@@ -41,6 +46,7 @@ impl Language {
             Language::JavaScript => "javascript",
             Language::TypeScript => "typescript",
             Language::Bash => "bash",
+            Language::R => "r",
         }
     }
 
@@ -50,6 +56,7 @@ impl Language {
             Language::Python => KernelFamily::IPython,
             Language::JavaScript | Language::TypeScript => KernelFamily::Deno,
             Language::Bash => KernelFamily::Bash,
+            Language::R => KernelFamily::R,
         }
     }
 
@@ -64,6 +71,7 @@ impl Language {
             "js" | "javascript" | "deno" => Ok(Language::JavaScript),
             "ts" | "typescript" => Ok(Language::TypeScript),
             "bash" | "sh" => Ok(Language::Bash),
+            "r" => Ok(Language::R),
             _ => Err(lang),
         }
     }
@@ -107,6 +115,13 @@ fn json_object(vars: &BTreeMap<String, String>) -> String {
     Value::Object(map).to_string()
 }
 
+/// An R `list(NAME = "value", ...)` of `vars` (names are identifiers, see
+/// [`valid_env_key`]; JSON string literals are valid R string literals).
+fn r_list(vars: &BTreeMap<String, String>) -> String {
+    let items: Vec<String> = vars.iter().map(|(k, v)| format!("{k} = {}", Value::String(v.clone()))).collect();
+    format!("list({})", items.join(", "))
+}
+
 /// Single-quotes `s` for a POSIX shell.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -147,6 +162,15 @@ pub fn env_before(family: KernelFamily, plan: &EnvPlan) -> Option<String> {
             }
             out
         }
+        // Saved values live in a hidden variable of the global environment;
+        // `invisible` keeps Sys.setenv's TRUE from being displayed.
+        KernelFamily::R => format!(
+            "invisible(local({{ g <- {}; c <- {}; if (length(g)) do.call(Sys.setenv, g); \
+             assign('.arbor_saved', Sys.getenv(names(c), unset = NA, names = TRUE), envir = globalenv()); \
+             if (length(c)) do.call(Sys.setenv, c) }}))",
+            r_list(&plan.globals),
+            r_list(&plan.call)
+        ),
     })
 }
 
@@ -174,6 +198,11 @@ pub fn env_after(family: KernelFamily, plan: &EnvPlan) -> Option<String> {
             }
             out
         }
+        KernelFamily::R => "invisible(local({ s <- get0('.arbor_saved', envir = globalenv()); \
+                            for (k in names(s)) if (is.na(s[[k]])) Sys.unsetenv(k) \
+                            else do.call(Sys.setenv, stats::setNames(list(s[[k]]), k)); \
+                            if (!is.null(s)) rm('.arbor_saved', envir = globalenv()) }))"
+            .to_string(),
     })
 }
 
@@ -185,7 +214,7 @@ pub fn init_code(family: KernelFamily) -> Option<&'static str> {
         // data as `e2b/chart` (`result.chart`). Registered by type name, so
         // pandas and matplotlib are only imported when the user imports them.
         KernelFamily::IPython => Some(concat!(include_str!("init/python.py"), include_str!("init/charts.py"))),
-        KernelFamily::Deno | KernelFamily::Bash => None,
+        KernelFamily::Deno | KernelFamily::Bash | KernelFamily::R => None,
     }
 }
 
@@ -201,7 +230,8 @@ mod tests {
         assert_eq!(Language::parse(Some("TS")), Ok(Language::TypeScript));
         assert_eq!(Language::parse(Some("deno")), Ok(Language::JavaScript));
         assert_eq!(Language::parse(Some("bash")), Ok(Language::Bash));
-        assert_eq!(Language::parse(Some(" R ")), Err("r".to_string()));
+        assert_eq!(Language::parse(Some(" R ")), Ok(Language::R));
+        assert_eq!(Language::parse(Some("java")), Err("java".to_string()));
     }
 
     #[test]
@@ -221,7 +251,7 @@ mod tests {
 
     #[test]
     fn nothing_to_apply_gives_no_code() {
-        for family in [KernelFamily::IPython, KernelFamily::Deno, KernelFamily::Bash] {
+        for family in [KernelFamily::IPython, KernelFamily::Deno, KernelFamily::Bash, KernelFamily::R] {
             assert_eq!(env_before(family, &EnvPlan::default()), None);
             assert_eq!(env_after(family, &plan(&[("A", "1")], &[])), None);
         }
@@ -232,6 +262,14 @@ mod tests {
         let code = env_before(KernelFamily::IPython, &plan(&[], &[("FOO", "it's \"x\"\n")])).unwrap_or_default();
         assert!(code.contains(r#"{"FOO":"it's \"x\"\n"}"#), "{code}");
         assert!(env_after(KernelFamily::IPython, &plan(&[], &[("FOO", "1")])).is_some());
+    }
+
+    #[test]
+    fn r_code_sets_and_restores_with_string_literals() {
+        let code = env_before(KernelFamily::R, &plan(&[("G", "1")], &[("FOO", "a\"b")])).unwrap_or_default();
+        assert!(code.contains(r#"g <- list(G = "1"); c <- list(FOO = "a\"b")"#), "{code}");
+        let after = env_after(KernelFamily::R, &plan(&[], &[("FOO", "x")])).unwrap_or_default();
+        assert!(after.contains("Sys.unsetenv(k)"), "{after}");
     }
 
     #[test]

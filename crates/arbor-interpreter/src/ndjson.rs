@@ -102,16 +102,26 @@ pub fn result_from_media(media: &Media, is_main_result: bool) -> Map<String, Val
 }
 
 /// Normalises a value: some kernels wrap base64 images at 76 columns (the
-/// SDKs decode strictly in places, so images are sent as one line), and
-/// Deno colours its `text/plain` results with ANSI escapes (the SDK's
-/// `Execution.text` must be the bare value).
+/// SDKs decode strictly in places, so images are sent as one line); Deno
+/// colours its `text/plain` results with ANSI escapes and Python quotes
+/// strings (the SDK's `Execution.text` must be the bare value).
 fn clean(key: &str, value: Value) -> Value {
     match (key, value) {
         ("png" | "jpeg", Value::String(s)) if s.contains('\n') => {
             Value::String(s.chars().filter(|c| *c != '\n').collect())
         }
-        ("text", Value::String(s)) if s.contains('\x1b') => Value::String(strip_ansi(&s)),
+        ("text", Value::String(s)) => Value::String(unquote_single(&strip_ansi(&s))),
         (_, v) => v,
+    }
+}
+
+/// A text value in single quotes (Python's repr of a string) without them, as
+/// upstream's interpreter gives it: the SDKs' own tests expect
+/// `os.getenv("FOO")` to have `text == "bar"`.
+fn unquote_single(s: &str) -> String {
+    match s.strip_prefix('\'').and_then(|rest| rest.strip_suffix('\'')) {
+        Some(inner) => inner.to_string(),
+        None => s.to_string(),
     }
 }
 
@@ -193,6 +203,15 @@ pub fn map_iopub(content: &JupyterMessageContent, timestamp: &str, unquote_strin
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn single_quoted_text_is_given_bare() {
+        assert_eq!(super::unquote_single("'bar'"), "bar");
+        assert_eq!(super::unquote_single("\"it's\""), "\"it's\"");
+        assert_eq!(super::unquote_single("'"), "'");
+        assert_eq!(super::unquote_single("[1] 2"), "[1] 2");
+    }
+
     use super::*;
     use jupyter_protocol::{
         DisplayData, ErrorOutput, ExecuteInput, ExecuteResult, ExecutionCount, MediaType, StreamContent,
