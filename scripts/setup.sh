@@ -105,7 +105,7 @@ code_interpreter_template() {
         return
     fi
     bash "$ROOT/scripts/build-builtin-template.sh" code-interpreter-v1 "$ROOT/templates/code-interpreter" \
-        --file "$INTERPRETER_BIN" --start-cmd "exec arbor-interpreter" \
+        --file "$INTERPRETER_BIN" --start-cmd "exec arbor-interpreter --eager python" \
         --ready-cmd "curl -sf http://127.0.0.1:49999/health" --memory-mb 1024
 }
 
