@@ -2,6 +2,12 @@
 //! Serves the SDK's code-interpreter protocol on port 49999 and runs the code
 //! in Jupyter kernels it starts and talks to over ZeroMQ. See
 //! docs/code-interpreter.md.
+//!
+//! Crates: `jupyter-protocol` and `jupyter-zmq-client` (the runtimed
+//! project's, maintained) give typed Jupyter messages, HMAC signing and the
+//! client sockets over pure-Rust ZeroMQ, so no wire framing is hand-written
+//! and the binary stays static; axum serves HTTP as envd does; reqwest asks
+//! envd about access tokens.
 
 mod auth;
 mod config;
