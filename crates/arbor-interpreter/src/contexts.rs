@@ -84,6 +84,12 @@ impl Contexts {
             .join(", ")
     }
 
+    /// The language named as the SDK sends it (see [`Language::parse`]), if
+    /// it is one this interpreter knows.
+    pub fn language(&self, name: Option<&str>) -> Result<Language> {
+        Language::parse(name).map_err(|language| Error::NoKernel { language, available: self.available() })
+    }
+
     fn spec(&self, language: Language) -> Result<&KernelSpec> {
         self.settings
             .specs

@@ -33,6 +33,9 @@ pub enum Error {
     /// No such context.
     #[error("{0}")]
     NotFound(String),
+    /// The access token was refused, or could not be checked.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// No kernel is installed for the language.
     #[error("no kernel for language \"{language}\" in this sandbox; available: {available}")]
     NoKernel {
@@ -57,6 +60,8 @@ impl Error {
             // (NotFoundException / NotFoundError carry the text).
             Error::NotFound(_) | Error::NoKernel { .. } => StatusCode::NOT_FOUND,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Auth(crate::auth::AuthError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
+            Error::Auth(crate::auth::AuthError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Io { .. } | Error::Kernel(_) | Error::KernelDied(_) | Error::Config(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

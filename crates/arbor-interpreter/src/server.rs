@@ -2,10 +2,10 @@
 //! (NDJSON stream) and the `/contexts` CRUD. Every route but `/health` checks
 //! the access token first.
 
-use crate::auth::{Auth, AuthError, Globals};
+use crate::auth::{Auth, Globals};
 use crate::contexts::{Context, Contexts};
 use crate::error::Error;
-use crate::language::{valid_env_key, Language};
+use crate::language::valid_env_key;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -83,12 +83,9 @@ impl IntoResponse for Error {
 
 impl AppState {
     /// Checks the access token; returns the sandbox-wide env vars on success.
-    async fn admit(&self, headers: &HeaderMap) -> Result<Globals, Response> {
+    async fn admit(&self, headers: &HeaderMap) -> Result<Globals, Error> {
         let token = headers.get("x-access-token").and_then(|v| v.to_str().ok());
-        self.auth.check(token).await.map_err(|e| match e {
-            AuthError::Unauthorized(m) => error_response(StatusCode::UNAUTHORIZED, m),
-            AuthError::Unavailable(_) => error_response(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        })
+        Ok(self.auth.check(token).await?)
     }
 }
 
@@ -105,89 +102,56 @@ async fn execution_context(state: &AppState, body: &ExecuteBody) -> Result<Arc<C
     match (&body.context_id, language) {
         (Some(_), Some(_)) => Err(Error::BadRequest("language and context_id are mutually exclusive".into())),
         (Some(id), None) => state.contexts.get(id),
-        (None, lang) => {
-            let language = Language::parse(lang)
-                .map_err(|language| Error::NoKernel { language, available: state.contexts.available() })?;
-            state.contexts.default_for(language).await
-        }
+        (None, lang) => state.contexts.default_for(state.contexts.language(lang)?).await,
     }
 }
 
-async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let globals = match state.admit(&headers).await {
-        Ok(g) => g,
-        Err(r) => return r,
-    };
-    let body: ExecuteBody = match parse_json(&body, false) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    let globals = state.admit(&headers).await?;
+    let body: ExecuteBody = parse_json(&body, false)?;
     let env = body.env_vars.clone().unwrap_or_default();
     if let Some(bad) = env.keys().find(|k| !valid_env_key(k)) {
-        return Error::BadRequest(format!("invalid environment variable name {bad:?}")).into_response();
+        return Err(Error::BadRequest(format!("invalid environment variable name {bad:?}")));
     }
-    let context = match execution_context(&state, &body).await {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    let kernel = match state.contexts.kernel(&context).await {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
+    let context = execution_context(&state, &body).await?;
+    let kernel = state.contexts.kernel(&context).await?;
     let lines = ReceiverStream::new(kernel.execute(body.code, env, globals))
         .map(|line| Ok::<_, Infallible>(Bytes::from(line.to_ndjson())));
-    Response::builder()
+    Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(lines))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
-async fn create_context(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = state.admit(&headers).await {
-        return r;
-    }
-    let body: CreateContextBody = match parse_json(&body, true) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let language = match Language::parse(body.language.as_deref()) {
-        Ok(l) => l,
-        Err(language) => {
-            return Error::NoKernel { language, available: state.contexts.available() }.into_response();
-        }
-    };
-    match state.contexts.create(language, body.cwd.as_deref()).await {
-        Ok(context) => Json(context.info()).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn create_context(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    state.admit(&headers).await?;
+    let body: CreateContextBody = parse_json(&body, true)?;
+    let language = state.contexts.language(body.language.as_deref())?;
+    let context = state.contexts.create(language, body.cwd.as_deref()).await?;
+    Ok(Json(context.info()).into_response())
 }
 
-async fn list_contexts(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = state.admit(&headers).await {
-        return r;
-    }
-    match state.contexts.list() {
-        Ok(list) => Json(list).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn list_contexts(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Error> {
+    state.admit(&headers).await?;
+    Ok(Json(state.contexts.list()?).into_response())
 }
 
-async fn remove_context(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = state.admit(&headers).await {
-        return r;
-    }
-    match state.contexts.remove(&id).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn remove_context(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    state.admit(&headers).await?;
+    state.contexts.remove(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-async fn restart_context(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = state.admit(&headers).await {
-        return r;
-    }
-    match state.contexts.restart(&id).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn restart_context(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    state.admit(&headers).await?;
+    state.contexts.restart(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
