@@ -17,7 +17,7 @@ use super::channels::{read_reply, Channels};
 use super::Kernel;
 use crate::error::{Error, Result};
 use crate::ndjson::{map_iopub, OutputLine};
-use jupyter_protocol::{ExecuteRequest, JupyterMessage, JupyterMessageContent, MediaType};
+use jupyter_protocol::{JupyterMessage, JupyterMessageContent, MediaType};
 use jupyter_zmq_client::ClientShellConnection;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -47,14 +47,9 @@ impl Kernel {
         let code = format!(
             "Deno.jupyter.broadcast(\"display_data\", {{ data: {{ \"{MARKER_MIME}\": \"{token}\" }}, metadata: {{}}, transient: {{}} }})"
         );
-        let mut request = ExecuteRequest::new(code);
-        request.silent = true;
-        request.store_history = false;
-        request.allow_stdin = false;
-        let request: JupyterMessage = request.into();
+        let request: JupyterMessage = super::run::silent_request(code).into();
         let marker_id = request.header.msg_id.clone();
-        ch.routes.lock().map_err(|_| Error::Kernel("routes poisoned".into()))?.insert(marker_id.clone(), route);
-        let _unroute = super::run::Unroute { ch, msg_id: marker_id.clone() };
+        let _unroute = super::run::Unroute::add(ch, &marker_id, route)?;
         shell.send(request).await?;
 
         let forward = async {

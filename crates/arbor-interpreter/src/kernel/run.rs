@@ -96,8 +96,7 @@ impl Kernel {
         let request: JupyterMessage = request.into();
         let msg_id = request.header.msg_id.clone();
         let (route_tx, mut iopub) = mpsc::unbounded_channel();
-        ch.routes.lock().map_err(|_| Error::Kernel("routes poisoned".into()))?.insert(msg_id.clone(), route_tx.clone());
-        let _unroute = Unroute { ch, msg_id: msg_id.clone() };
+        let _unroute = Unroute::add(ch, &msg_id, route_tx.clone())?;
         shell.send(request).await?;
 
         let mut client_gone = false;
@@ -206,10 +205,7 @@ impl Kernel {
 
 /// Sends a silent execute request on `shell` and waits for its reply.
 async fn silent_on(shell: &mut ClientShellConnection, code: String) -> Result<()> {
-    let mut request = ExecuteRequest::new(code);
-    request.silent = true;
-    request.store_history = false;
-    request.allow_stdin = false;
+    let mut request = silent_request(code);
     request.stop_on_error = false;
     let request: JupyterMessage = request.into();
     let id = request.header.msg_id.clone();
@@ -225,10 +221,29 @@ async fn silent_on(shell: &mut ClientShellConnection, code: String) -> Result<()
     Ok(())
 }
 
+/// An execute request of helper code: no output, no history, no stdin (and
+/// the execution counter is not bumped).
+pub(super) fn silent_request(code: String) -> ExecuteRequest {
+    let mut request = ExecuteRequest::new(code);
+    request.silent = true;
+    request.store_history = false;
+    request.allow_stdin = false;
+    request
+}
+
 /// Removes an execution's iopub route when the execution ends, however it ends.
 pub(super) struct Unroute<'a> {
-    pub(super) ch: &'a Channels,
-    pub(super) msg_id: String,
+    ch: &'a Channels,
+    msg_id: String,
+}
+
+impl<'a> Unroute<'a> {
+    /// Sends the iopub messages of request `msg_id` to `route` until the
+    /// returned guard drops.
+    pub(super) fn add(ch: &'a Channels, msg_id: &str, route: mpsc::UnboundedSender<JupyterMessage>) -> Result<Self> {
+        ch.routes.lock().map_err(|_| Error::Kernel("routes poisoned".into()))?.insert(msg_id.to_string(), route);
+        Ok(Unroute { ch, msg_id: msg_id.to_string() })
+    }
 }
 
 impl Drop for Unroute<'_> {
