@@ -71,6 +71,8 @@ impl From<arbor_node::Error> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, format!("template '{name}' not found"))
             }
             arbor_node::Error::Invalid(msg) => ApiError::bad_request(msg),
+            arbor_node::Error::Exhausted(msg) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, msg),
+            arbor_node::Error::NoSpace(msg) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, msg),
             arbor_node::Error::Runtime(arbor_runtime::Error::InvalidSpec(msg)) => ApiError::bad_request(msg),
             arbor_node::Error::Runtime(e @ arbor_runtime::Error::FuseMounted(_)) => ApiError::conflict(e.to_string()),
             other => ApiError::internal("node", other),

@@ -143,6 +143,22 @@ impl Hierarchy {
         Ok(cgroup)
     }
 
+    /// Applies `limits` to the parent `parent` itself (made if missing): a cap on all of its
+    /// children together, which the kernel enforces however each child is limited.
+    pub fn limit_parent(&self, parent: &str, limits: &Limits) -> Result<()> {
+        check_parent(parent)?;
+        let writes = limits.writes(self.version)?;
+        if self.version == Version::V2 {
+            self.check_v2_controllers(limits)?;
+        }
+        for root in self.roots() {
+            self.ensure_parent(root, parent)?;
+        }
+        let v1 = self.v1.iter().map(|(ctl, root)| (*ctl, root.join(parent))).collect();
+        let unified = self.unified.as_ref().map(|u| u.join(parent));
+        Cgroup::new(self.version, parent.to_owned(), v1, unified).apply(&writes)
+    }
+
     fn make_leaves(&self, cgroup: &Cgroup, made: &mut Vec<PathBuf>) -> Result<()> {
         for dir in cgroup.dirs() {
             let is_unified = Some(dir) == cgroup.unified_dir();

@@ -56,6 +56,17 @@ pub struct ServerArgs {
     /// Most sandboxes running at once.
     #[arg(long, env = "ARBOR_MAX_SANDBOXES", default_value_t = 1000)]
     pub max_sandboxes: u64,
+    /// How far the memory limits of all sandboxes together may exceed the
+    /// memory they may use (the host's, less a reserve): a create, resume or
+    /// clone beyond it is refused with 429.
+    #[arg(long, env = "ARBOR_MEMORY_OVERCOMMIT", default_value_t = 4.0)]
+    pub memory_overcommit: f64,
+    /// The same for task (process and thread) limits.
+    #[arg(long, env = "ARBOR_PIDS_OVERCOMMIT", default_value_t = 16.0)]
+    pub pids_overcommit: f64,
+    /// Free space (MiB) the data disk keeps: below it no sandbox starts (507).
+    #[arg(long, env = "ARBOR_DISK_RESERVE_MB", default_value_t = 1024)]
+    pub disk_reserve_mb: u64,
     /// Address pool of sandbox networks (one /30 each).
     #[arg(long, env = "ARBOR_NETWORK_POOL", default_value = "10.200.0.0/16")]
     pub network_pool: arbor_net::Ipv4Net,
@@ -201,6 +212,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         },
         disk: (!args.no_disk_limits).then(arbor_disk::Config::default),
         cgroup_parent: args.instance.clone(),
+        capacity: arbor_node::CapacityConfig {
+            memory_overcommit: args.memory_overcommit,
+            pids_overcommit: args.pids_overcommit,
+            disk_reserve_mib: args.disk_reserve_mb,
+        },
     })
     .await
     .context("starting the node")?;

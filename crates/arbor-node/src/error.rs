@@ -17,6 +17,13 @@ pub enum Error {
     /// A request the node cannot honour (bad limits, unknown id, ...).
     #[error("{0}")]
     Invalid(String),
+    /// The node cannot take the sandbox: its memory or tasks would
+    /// overcommit the host beyond the configured ratios (a 429: try later).
+    #[error("{0}")]
+    Exhausted(String),
+    /// The node's data disk is below its reserve (a 507).
+    #[error("{0}")]
+    NoSpace(String),
     /// The layer store failed.
     #[error(transparent)]
     Layers(#[from] arbor_layers::Error),

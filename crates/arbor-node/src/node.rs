@@ -1,6 +1,7 @@
 //! The node: sandboxes of this host, from templates of this host.
 
 use crate::{
+    capacity::{self, Capacity, CapacityConfig, Claim},
     error::{Error, Result},
     template::{self, Template},
 };
@@ -35,6 +36,8 @@ pub struct NodeConfig {
     pub disk: Option<arbor_disk::Config>,
     /// The cgroup all of this node's sandboxes live under.
     pub cgroup_parent: String,
+    /// How far admission control may overcommit the host.
+    pub capacity: CapacityConfig,
 }
 
 /// What the control plane asks a node to start.
@@ -71,6 +74,7 @@ pub struct Node {
     pub(crate) driver: LinuxDriver,
     layers: LayerStore,
     disk_limits: bool,
+    pub(crate) capacity: Capacity,
 }
 
 impl Node {
@@ -82,7 +86,7 @@ impl Node {
         let envd = crate::envd::pin(&cfg.data_dir, &cfg.envd_bin)?;
         enable_ksm();
         let driver = LinuxDriver::new(Config {
-            data_dir: cfg.data_dir,
+            data_dir: cfg.data_dir.clone(),
             envd,
             launcher: cfg.launcher_bin,
             network: Some(cfg.network),
@@ -90,7 +94,12 @@ impl Node {
         })
         .await?
         .with_cgroup_parent(&cfg.cgroup_parent);
-        Ok(Node { driver, layers, disk_limits })
+        let (memory_mib, pids) = capacity::host_limits()?;
+        driver.limit_all(memory_mib, pids)?;
+        tracing::info!(memory_mib, pids, "all sandboxes together are capped at this");
+        let disks = vec![driver.sandboxes_dir().to_path_buf(), cfg.data_dir];
+        let capacity = Capacity::new(memory_mib, pids, cfg.capacity, disks);
+        Ok(Node { driver, layers, disk_limits, capacity })
     }
 
     /// Template `name`, as this node has it.
@@ -105,6 +114,7 @@ impl Node {
         }
         let token = spec.access_token.clone();
         let sandbox = self.sandbox_spec(spec, template.layers.clone());
+        let claim = self.claim(&sandbox)?;
         let started = started(self.driver.create(&sandbox).await?)?;
         // envd starts with the defaults of `base`; a built template may name others.
         if template.default_user != "user" || template.default_workdir.is_some() {
@@ -117,7 +127,16 @@ impl Node {
                 return Err(e);
             }
         }
+        claim.keep();
         Ok(started)
+    }
+
+    /// Admits sandbox `sandbox` (see [`crate::capacity`]); the claim goes
+    /// back when the guard drops unless it is kept.
+    pub(crate) fn claim(&self, sandbox: &SandboxSpec) -> Result<ClaimGuard<'_>> {
+        let claim = Claim { memory_mib: sandbox.memory_mib, pids: sandbox.pids };
+        self.capacity.admit(&sandbox.id, claim)?;
+        Ok(ClaimGuard { capacity: &self.capacity, id: sandbox.id.clone(), keep: false })
     }
 
     /// The stored reference of template `name`: its layers (as ids), envd
@@ -165,7 +184,11 @@ impl Node {
 
     /// Stops a sandbox and removes all it used.
     pub async fn stop(&self, id: &str) -> Result<()> {
-        Ok(self.driver.destroy(id).await?)
+        let stopped = self.driver.destroy(id).await;
+        if stopped.is_ok() || matches!(stopped, Err(arbor_runtime::Error::NotFound(_))) {
+            self.capacity.release(id);
+        }
+        Ok(stopped?)
     }
 
     /// Whether a sandbox runs, and its resource use.
@@ -178,15 +201,53 @@ impl Node {
         Ok(self.driver.list().await?)
     }
 
-    /// Removes whatever is on this host that is not in `keep`.
+    /// Removes whatever is on this host that is not in `keep`, and counts
+    /// what is left against the host's capacity.
     pub async fn reconcile(&self, keep: &HashSet<String>) -> Result<Vec<String>> {
-        Ok(self.driver.reconcile(keep).await?)
+        let removed = self.driver.reconcile(keep).await?;
+        let mut claims = std::collections::HashMap::new();
+        for id in self.driver.list().await? {
+            let (memory, pids) = self.driver.limits_of(&id).unwrap_or((None, None));
+            let claim = Claim { memory_mib: memory.unwrap_or(0), pids: pids.unwrap_or(PIDS_LIMIT) };
+            claims.insert(id, claim);
+        }
+        self.capacity.reset(claims);
+        Ok(removed)
+    }
+
+    /// Memory limits claimed by this node's sandboxes, MiB, and the memory
+    /// all of them together may use.
+    pub fn memory_claims(&self) -> (u64, u64) {
+        self.capacity.memory()
     }
 
     /// Replaces a running sandbox's egress policy.
     pub async fn set_policy(&self, id: &str, policy: arbor_net::Policy) -> Result<()> {
         let net = self.driver.network().ok_or_else(|| Error::Invalid("this node has no networking".into()))?;
         Ok(net.set_policy(id, policy).await?)
+    }
+}
+
+/// A claim on the node's capacity that goes back on drop (a start that
+/// failed) unless kept.
+pub(crate) struct ClaimGuard<'a> {
+    capacity: &'a Capacity,
+    id: String,
+    keep: bool,
+}
+
+impl ClaimGuard<'_> {
+    /// The sandbox started: its claim stays until it stops.
+    pub(crate) fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.capacity.release(&self.id);
+        }
     }
 }
 

@@ -84,6 +84,7 @@ impl Node {
         let token = spec.access_token.clone();
         let env_vars = spec.env_vars.clone();
         let sandbox = self.sandbox_spec(spec, checkpoint.layers);
+        let claim = self.claim(&sandbox)?;
         let restored = started(self.driver.restore(&sandbox, name).await?)?;
         let host_addr = restored.host_addr;
         if token != saved_token || !env_vars.is_empty() {
@@ -93,6 +94,7 @@ impl Node {
                 return Err(e);
             }
         }
+        claim.keep();
         Ok(restored)
     }
 }

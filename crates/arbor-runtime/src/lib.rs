@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod confined;
 pub mod driver;
 pub mod error;
 pub mod linux;

@@ -9,6 +9,7 @@
 
 use super::{dev, handoff, mounts};
 use crate::{
+    confined,
     error::{Error, Result},
     spec::{LaunchSpec, ENVD_PATH},
 };
@@ -119,8 +120,11 @@ fn become_init(spec: &LaunchSpec, ready: OwnedFd, listener_w: OwnedFd) -> Result
     nix::unistd::dup2_stdout(std::io::stderr()).map_err(Error::sys("redirecting stdout"))?;
     mounts::make_private()?;
     mounts::overlay(&spec.layers, &spec.upper, &spec.work, &spec.rootfs)?;
-    name_host(&spec.rootfs, &spec.hostname, spec.resolv_conf.as_deref())?;
-    link_mtab(&spec.rootfs)?;
+    // No process of the sandbox runs yet, but its layers are a tenant's.
+    let root = confined::Dir::open(&spec.rootfs)?;
+    name_host(&root, &spec.hostname, spec.resolv_conf.as_deref())?;
+    link_mtab(&root)?;
+    drop(root);
     mounts::kernel_filesystems(&spec.rootfs)?;
     dev::populate(&spec.rootfs.join("dev"))?;
     mounts::bind_envd(&spec.envd, &spec.rootfs)?;
@@ -160,35 +164,19 @@ fn become_init(spec: &LaunchSpec, ready: OwnedFd, listener_w: OwnedFd) -> Result
     exec_envd(spec, ready.as_raw_fd())
 }
 
-/// `rootfs/etc` if it is a real directory. The launcher works with host
-/// paths before the pivot: a link there (an image's `/etc -> /x`) would
-/// lead out of the sandbox, so such an image gets none of these files.
-fn etc_dir(rootfs: &std::path::Path) -> Option<std::path::PathBuf> {
-    let etc = rootfs.join("etc");
-    std::fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()).then_some(etc)
-}
-
-fn is_link(path: &std::path::Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
-}
-
-/// Writes a file of the sandbox's `/etc`, replacing a link there rather
-/// than following it (to the host).
-fn write_etc(path: &std::path::Path, content: &str) -> Result<()> {
-    if is_link(path) {
-        std::fs::remove_file(path).map_err(Error::io("replacing the link", path))?;
-    }
-    std::fs::write(path, content).map_err(Error::io("writing", path))
-}
+/// The largest `/etc/hosts` the runtime rewrites: a real one is a few
+/// lines; a tenant's giant one must not cost the server its memory.
+const MAX_HOSTS: u64 = 1 << 20;
 
 /// Makes the hostname resolve inside (sudo, for one, looks it up) and
 /// `/etc/hostname` say it, as container runtimes do, and gives the sandbox
-/// the host's name servers. The files land in the sandbox's own upper dir.
-fn name_host(rootfs: &std::path::Path, hostname: &str, resolv_conf: Option<&str>) -> Result<()> {
-    let Some(etc) = etc_dir(rootfs) else { return Ok(()) };
-    let hosts_path = etc.join("hosts");
-    let hosts =
-        if is_link(&hosts_path) { String::new() } else { std::fs::read_to_string(&hosts_path).unwrap_or_default() };
+/// the host's name servers, in the sandbox whose root is `root`. Every
+/// file goes through [`confined::Dir`]: a restored sandbox's processes run
+/// while this happens, and any link there leads wherever they want; an
+/// image whose `/etc` is a link gets none of these files.
+fn name_host(root: &confined::Dir, hostname: &str, resolv_conf: Option<&str>) -> Result<()> {
+    let Some(etc) = root.subdir("etc")? else { return Ok(()) };
+    let hosts = etc.read("hosts", MAX_HOSTS)?.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let known = hosts.lines().any(|l| l.split_whitespace().skip(1).any(|name| name == hostname));
     if !known {
         let mut hosts = if hosts.is_empty() { "127.0.0.1\tlocalhost\n".to_string() } else { hosts };
@@ -196,12 +184,12 @@ fn name_host(rootfs: &std::path::Path, hostname: &str, resolv_conf: Option<&str>
             hosts.push('\n');
         }
         hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
-        write_etc(&hosts_path, &hosts)?;
+        etc.replace("hosts", hosts.as_bytes(), 0o644)?;
     }
     if let Some(conf) = resolv_conf {
-        write_etc(&etc.join("resolv.conf"), conf)?;
+        etc.replace("resolv.conf", conf.as_bytes(), 0o644)?;
     }
-    write_etc(&etc.join("hostname"), &format!("{hostname}\n"))
+    etc.replace("hostname", format!("{hostname}\n").as_bytes(), 0o644)
 }
 
 /// The `resolv.conf` a sandbox gets from the host's `text`: its name servers
@@ -234,20 +222,21 @@ pub fn sandbox_resolv_conf(text: &str) -> Option<String> {
 /// Debian's own systems have it: `fusermount3 -u` run by a user looks its
 /// mount up there (and refuses to unmount without it). The link lands in the
 /// sandbox's own upper dir.
-fn link_mtab(rootfs: &std::path::Path) -> Result<()> {
-    let Some(etc) = etc_dir(rootfs) else { return Ok(()) };
-    let mtab = etc.join("mtab");
-    if mtab.symlink_metadata().is_ok() {
+fn link_mtab(root: &confined::Dir) -> Result<()> {
+    let Some(etc) = root.subdir("etc")? else { return Ok(()) };
+    if etc.stat("mtab")?.is_some() {
         return Ok(());
     }
-    std::os::unix::fs::symlink("../proc/self/mounts", &mtab).map_err(Error::io("linking", &mtab))
+    etc.symlink("mtab", "../proc/self/mounts")
 }
 
 /// Gives the restored sandbox of `init_pid` the hostname `hostname` (a
 /// clone, or a sandbox made from a snapshot, starts with its origin's): in
-/// its UTS namespace, and in `/etc/hostname` and `/etc/hosts` of its upper
-/// dir.
-pub fn rename_host(init_pid: u32, upper: &std::path::Path, hostname: &str) -> Result<()> {
+/// its UTS namespace, and in its `/etc/hostname` and `/etc/hosts`, reached
+/// through its own root (`/proc/<pid>/root`, its mount namespace's view)
+/// with every component resolved by the kernel, never through a host path:
+/// the restored processes already run.
+pub fn rename_host(init_pid: u32, hostname: &str) -> Result<()> {
     let ns_path = format!("/proc/{init_pid}/ns/uts");
     let ns = File::open(&ns_path).map_err(Error::io("opening", &ns_path))?;
     let name = hostname.to_string();
@@ -259,7 +248,7 @@ pub fn rename_host(init_pid: u32, upper: &std::path::Path, hostname: &str) -> Re
     })
     .join()
     .map_err(|_| Error::Task("renaming the host", "the thread panicked".into()))??;
-    name_host(upper, hostname, None)
+    name_host(&confined::Dir::process_root(init_pid)?, hostname, None)
 }
 
 fn exec_envd(spec: &LaunchSpec, ready_fd: i32) -> Result<std::convert::Infallible> {

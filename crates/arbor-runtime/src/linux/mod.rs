@@ -126,6 +126,26 @@ impl LinuxDriver {
         self
     }
 
+    /// Caps all sandboxes of this driver together at `memory_mib` and
+    /// `pids` tasks, on their parent cgroup: whatever their own limits add
+    /// up to, the host keeps the rest.
+    pub fn limit_all(&self, memory_mib: u64, pids: u64) -> Result<()> {
+        let limits = Limits { cpus: None, memory_mib: Some(memory_mib), pids: Some(pids) };
+        Ok(self.cgroups.limit_parent(&self.cgroup_parent, &limits)?)
+    }
+
+    /// The memory (MiB) and task limits sandbox `id` runs with.
+    pub fn limits_of(&self, id: &str) -> Result<(Option<u64>, Option<u64>)> {
+        let limits = self.cgroups.open(&self.cgroup_parent, id)?.limits()?;
+        Ok((limits.memory_mib, limits.pids))
+    }
+
+    /// Where sandboxes' directories live (a quota-limited file system of
+    /// their own where the node limits disks).
+    pub fn sandboxes_dir(&self) -> &Path {
+        &self.sandboxes
+    }
+
     /// Removes every sandbox and, where the driver mounted one, unmounts the
     /// disk image: for tests and for taking a node out of service (a node
     /// that merely restarts keeps the mount).
@@ -233,7 +253,7 @@ impl LinuxDriver {
         }
         if let Boot::Restore(checkpoint) = boot {
             if checkpoint.hostname != spec.hostname {
-                launch::rename_host(init_pid, &upper, &spec.hostname)?;
+                launch::rename_host(init_pid, &spec.hostname)?;
             }
         }
         Ok(Sandbox { id: spec.id.clone(), init_pid, host_addr })
