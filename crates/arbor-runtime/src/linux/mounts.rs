@@ -28,11 +28,51 @@ pub fn make_private() -> Result<()> {
     mount_at("making / private", None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
 }
 
-/// Mounts the layers with the sandbox's upper dir at `rootfs`.
+/// Mounts the layers with the sandbox's upper dir at `rootfs`, `nodev`:
+/// a device node in a layer (an OCI image may carry any) opens nothing.
+///
+/// The mount options are what the sandbox reads in its
+/// `/proc/self/mountinfo`, so they name no host path: the layers and the
+/// sandbox's directory are bound into a small staging tmpfs at `rootfs`
+/// under short names (`0`, `1`, ..., `s`), and the overlay is mounted over
+/// it with options relative to it (`lowerdir=0:1,upperdir=s/upper,...`).
+/// The staging tmpfs stays under the overlay and leaves with the host's
+/// root at the pivot; the overlay holds its layers by itself.
 pub fn overlay(layers: &[PathBuf], upper: &Path, work: &Path, rootfs: &Path) -> Result<()> {
-    let lower: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
-    let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
-    mount_at("mounting the overlay root", None, rootfs, Some("overlay"), MsFlags::empty(), Some(&data))
+    let (Some(dir), Some(upper_name), Some(work_name)) = (upper.parent(), upper.file_name(), work.file_name()) else {
+        return Err(Error::InvalidSpec(format!("upper dir {} has no parent", upper.display())));
+    };
+    if work.parent() != Some(dir) {
+        return Err(Error::InvalidSpec("the upper and work dirs must be in one directory".into()));
+    }
+    let private = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_at("staging the overlay", None, rootfs, Some("tmpfs"), private, Some("mode=700,size=64k"))?;
+    let mut lower = Vec::with_capacity(layers.len());
+    for (i, layer) in layers.iter().enumerate() {
+        let name = i.to_string();
+        bind(layer, &rootfs.join(&name))?;
+        lower.push(name);
+    }
+    bind(dir, &rootfs.join("s"))?;
+    let back = std::env::current_dir().map_err(Error::io("reading", "the working directory"))?;
+    std::env::set_current_dir(rootfs).map_err(Error::io("entering", rootfs))?;
+    let data = format!(
+        "lowerdir={},upperdir=s/{},workdir=s/{}",
+        lower.join(":"),
+        upper_name.to_string_lossy(),
+        work_name.to_string_lossy()
+    );
+    let mounted =
+        mount_at("mounting the overlay root", None, Path::new("."), Some("overlay"), MsFlags::MS_NODEV, Some(&data));
+    std::env::set_current_dir(&back).map_err(Error::io("entering", &back))?;
+    mounted
+}
+
+/// Bind-mounts the directory `src` at `target`, made for it.
+fn bind(src: &Path, target: &Path) -> Result<()> {
+    std::fs::create_dir(target).map_err(Error::io("creating", target))?;
+    mount(Some(src), target, NONE, MsFlags::MS_BIND, NONE)
+        .map_err(|e| Error::io("binding for the overlay", src)(e.into()))
 }
 
 /// `/proc` (this PID namespace's), a read-only `/sys`, and `/dev` as tmpfs.
