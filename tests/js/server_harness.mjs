@@ -1,6 +1,7 @@
 // Starts a real `arbor server` for the JS suite, with host resources of its own (instance name, veth
 // prefix, address pool), the machine's base template, and a teardown that leaves the host as before.
 import { spawn, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, rmdirSync, rmSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -9,7 +10,8 @@ import { envdBinary, freePort } from './harness.mjs'
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const INSTANCE = 'arbortestjs'
-const KEY = 'arbor_js_test_key_0b7e3c55'
+// Random per test run, as strong as a generated key: a fixed key in a repository is a known key.
+const KEY = 'arbor_js_test_' + randomBytes(32).toString('hex')
 // Lifecycle flags every harness server gets, at the server's own defaults; a suite passes others to
 // startServer (e.g. { 'min-idle-timeout': 2 }).
 const DEFAULT_FLAGS = { 'min-idle-timeout': 60, 'paused-retention': 30 * 24 * 3600 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import secrets
 import signal
 import subprocess
 import tempfile
@@ -26,7 +27,8 @@ from envd_harness import REPO, envd_binary, free_port
 INSTANCE = "arbortest"
 VETH_PREFIX = "tst"
 POOL = "10.202.0.0/16"
-API_KEY = "arbor_test_key_5d1f0c7a9e"
+# Random per test run, as strong as a generated key: a fixed key in a repository is a known key.
+API_KEY = "arbor_test_" + secrets.token_hex(32)
 PR_SET_CHILD_SUBREAPER = 36
 # Lifecycle flags every harness server gets, at the server's own defaults so that the suites which do
 # not care see a stock server; a suite that tests idle timeouts or retention passes smaller values.

@@ -4,10 +4,12 @@ start commands in the memory snapshot, build errors, and `FROM` an image in a lo
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
@@ -294,6 +296,13 @@ def test_the_sdks_own_template_builder(server, tmp_path):
         assert out.stdout.split("\n")[:3] == ["hello sdk", "built-by-sdk", "yes"], out.stdout
     finally:
         sbx.kill()
+    # `force_upload` makes the SDK send present files again: the same tar is no error (never replaced).
+    forced = Template(file_context_path=str(tmp_path)).from_template("base").copy(
+        "hello.txt", "/opt/hello.txt", force_upload=True
+    )
+    logs.clear()
+    Template.build(forced, alias=name, on_build_logs=lambda e: logs.append(e.message), **opts)
+    assert any("Uploaded 'hello.txt'" in m for m in logs), logs
     # The upload URL is its own (signed, expiring) credential: without it, or altered, no upload.
     with httpx.Client(base_url=server.url, headers={"X-API-KEY": server.key}) as api:
         link = api.get(f"/templates/{info.template_id}/files/{'0' * 64}").json()
@@ -301,6 +310,117 @@ def test_the_sdks_own_template_builder(server, tmp_path):
         assert httpx.put(link["url"].split("?")[0], content=b"x").status_code == 401
         assert httpx.put(link["url"][:-1] + ("0" if link["url"][-1] != "0" else "1"), content=b"x").status_code == 403
     arbor(server, "template", "delete", name)
+
+
+
+def tar_gz(entries: dict) -> bytes:
+    """A gzip tar: `{name: text}` for files, `{name: ("->", target)}` for symlinks, `{name: ("chr",)}`
+    for the host's /dev/null as a device node."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, body in entries.items():
+            info = tarfile.TarInfo(name)
+            if isinstance(body, tuple) and body[0] == "->":
+                info.type, info.linkname = tarfile.SYMTYPE, body[1]
+                tar.addfile(info)
+            elif isinstance(body, tuple):
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+                tar.addfile(info)
+            else:
+                data = body.encode()
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def raw_build(api, template: dict, steps: list) -> dict:
+    """Starts `steps` on `template` (a `POST /v3/templates` answer) and waits for the end."""
+    tid, bid = template["templateID"], template["buildID"]
+    r = api.post(f"/v2/templates/{tid}/builds/{bid}", json={"fromTemplate": "base", "steps": steps})
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 300
+    while True:
+        status = api.get(f"/templates/{tid}/builds/{bid}/status").json()
+        if status["status"] in ("ready", "error"):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+
+
+def copy_step(src: str, dest: str, files_hash: str) -> dict:
+    return {"type": "COPY", "args": [src, dest, "", ""], "filesHash": files_hash}
+
+
+def test_uploads_belong_to_their_template(server):
+    """COPY uploads are per template and never replaced: another template (another client) can neither
+    see, overwrite nor build from a template's files, nor reuse its cached COPY layer by naming the
+    same hash; the upload URL ignores a forged `Host`."""
+    with httpx.Client(base_url=server.url, headers={"X-API-KEY": server.key}, timeout=30) as api:
+
+        def new() -> dict:
+            return api.post("/v3/templates", json={"name": f"up-{uuid.uuid4().hex[:8]}"}).json()
+
+        def files(t: dict, h: str, **kw) -> dict:
+            return api.get(f"/templates/{t['templateID']}/files/{h}", **kw).json()
+
+        a, b = new(), new()
+        shared, only_a = uuid.uuid4().hex, uuid.uuid4().hex
+
+        link_a = files(a, shared, headers={"Host": "evil.example", "X-Forwarded-Proto": "https"})
+        assert link_a["present"] is False
+        assert link_a["url"].startswith(f"{server.url}/templates/{a['templateID']}/files/{shared}?"), link_a
+        mine = tar_gz({"f.txt": "from A"})
+        assert httpx.put(link_a["url"], content=mine).status_code == 201
+        assert files(a, shared)["present"] is True
+        # The same tar again (the SDKs' forceUpload) changes nothing; another tar is refused.
+        assert httpx.put(link_a["url"], content=tar_gz({"f.txt": "from A"})).status_code == 201
+        r = httpx.put(link_a["url"], content=tar_gz({"f.txt": "evil"}))
+        assert r.status_code == 409 and r.json()["code"] == 409 and "never replaced" in r.json()["message"], r.text
+
+        # B does not see A's upload; A's signed URL does not work for B; B's own upload is its own.
+        link_b = files(b, shared)
+        assert link_b["present"] is False
+        forged = link_a["url"].replace(a["templateID"], b["templateID"])
+        assert httpx.put(forged, content=tar_gz({"f.txt": "evil"})).status_code == 403
+        assert httpx.put(link_b["url"], content=tar_gz({"f.txt": "from B"})).status_code == 201
+        assert httpx.put(files(a, only_a)["url"], content=tar_gz({"g.txt": "only A"})).status_code == 201
+
+        # The same COPY step, the same hash: each template builds from its own files, no shared cache.
+        built_a = raw_build(api, a, [copy_step("f.txt", "/opt/f.txt", shared)])
+        built_b = raw_build(api, b, [copy_step("f.txt", "/opt/f.txt", shared)])
+        assert built_a["status"] == built_b["status"] == "ready", (built_a, built_b)
+        for t, want in ((a, "from A"), (b, "from B")):
+            sbx = Sandbox.create(template=t["names"][0], timeout=60, **server.sdk_opts())
+            try:
+                assert sbx.files.read("/opt/f.txt") == want
+            finally:
+                sbx.kill()
+        # B cannot build from A's other upload by naming its hash.
+        again = api.post("/v3/templates", json={"name": b["names"][0]}).json()
+        failed = raw_build(api, again, [copy_step("g.txt", "/opt/g.txt", only_a)])
+        assert failed["status"] == "error" and "never uploaded" in failed["reason"]["message"], failed
+        for t in (a, b):
+            assert api.delete(f"/templates/{t['names'][0]}").status_code == 204
+
+
+def test_copy_never_reads_the_host(server):
+    """A context whose links lead out of it (`link -> /`, `up -> ../..`) or holding a device node fails
+    the build with a message naming the source; nothing of the host's reaches the template."""
+    with httpx.Client(base_url=server.url, headers={"X-API-KEY": server.key}, timeout=30) as api:
+        cases = [
+            ({"link": ("->", "/")}, "link/etc/passwd", "the symlink link -> / points outside the build context"),
+            ({"up": ("->", "../.."), "ok.txt": "ok"}, "up/*", "the symlink up -> ../.. points outside"),
+            ({"ok.txt": "ok"}, "../../../../etc/passwd", "the source is outside the build context"),
+            ({"dev/null": ("chr",)}, "dev", 'entry "dev/null" is a device node'),
+        ]
+        for entries, src, why in cases:
+            t = api.post("/v3/templates", json={"name": f"esc-{uuid.uuid4().hex[:8]}"}).json()
+            h = uuid.uuid4().hex
+            link = api.get(f"/templates/{t['templateID']}/files/{h}").json()
+            assert httpx.put(link["url"], content=tar_gz(entries)).status_code == 201
+            status = raw_build(api, t, [copy_step(src, "/opt/x", h)])
+            assert status["status"] == "error" and why in status["reason"]["message"], (src, status)
+            assert api.delete(f"/templates/{t['names'][0]}").status_code == 204
 
 
 def test_sigkill_during_a_build_leaves_nothing(server):

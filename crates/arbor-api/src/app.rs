@@ -42,6 +42,8 @@ pub struct App {
     pub registry: Registry,
     /// Recently verified API keys.
     pub keys: KeyCache,
+    /// Failed-key budgets per client address.
+    pub failed_auth: crate::ratelimit::FailedAuth,
     /// One operation at a time per sandbox (and per snapshot).
     pub locks: Locks,
     /// The last CPU reading per sandbox, for usage between samples.
@@ -111,6 +113,7 @@ impl App {
             tunnels: arbor_proxy::Tunnels::default(),
             registry: Registry::default(),
             keys: KeyCache::default(),
+            failed_auth: crate::ratelimit::FailedAuth::default(),
             locks: Locks::default(),
             cpu: Mutex::new(HashMap::new()),
             builtin: Mutex::new(HashMap::new()),
@@ -226,6 +229,7 @@ impl App {
         };
         let metric = arbor_store::Metric {
             sandbox_id: record.id.clone(),
+            team_id: record.team_id.clone(),
             timestamp: now_ms(),
             cpu_count: record.cpu_count,
             cpu_used_pct: (pct * 100.0).round() / 100.0,

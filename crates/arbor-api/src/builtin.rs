@@ -53,6 +53,8 @@ impl App {
         };
         let job = Job {
             id: id.clone(),
+            // No steps, so no uploads to read.
+            template_id: String::new(),
             base: Base {
                 key: id.clone(),
                 layers: manifest.layers.clone(),

@@ -2,6 +2,9 @@
 //! sandbox SDKs (protocol notes §2–§3), and the lifecycle timers behind it.
 //!
 //! Every route requires `X-API-KEY`; every error is `{"code", "message"}`.
+//! A key belongs to a team and sees only its team's sandboxes, snapshots and
+//! templates: another team's answer 404 exactly as missing ones do
+//! ([`auth::Tenant`]).
 //! Durable facts (sandboxes, deadlines, keys, metrics) live in
 //! `arbor-store`; sandboxes run on an `arbor-node`; envd traffic on the same
 //! port goes through `arbor-proxy`.
@@ -26,6 +29,7 @@ pub mod model;
 pub mod openapi;
 pub mod persist;
 pub mod proxy;
+pub mod ratelimit;
 pub mod registry;
 mod routes;
 pub mod templates;

@@ -228,6 +228,7 @@ mod tests {
     fn record(state: State, end_at: i64, auto_pause: bool, idle_timeout_s: Option<u64>) -> SandboxRecord {
         SandboxRecord {
             id: "a".into(),
+            team_id: arbor_store::DEFAULT_TEAM_ID.into(),
             template_id: "base".into(),
             alias: None,
             state,

@@ -125,6 +125,9 @@ pub struct SandboxDetail {
     /// Constant.
     #[serde(rename = "clientID")]
     pub client_id: String,
+    /// The team the sandbox belongs to.
+    #[serde(rename = "teamID")]
+    pub team_id: String,
     /// Template alias.
     pub alias: Option<String>,
     /// envd's version.

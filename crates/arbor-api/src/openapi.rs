@@ -6,7 +6,8 @@ use utoipa::OpenApi;
 /// The API as OpenAPI 3.1.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Arbor API", description = "E2B / Novita-compatible sandbox API. Every route needs `X-API-KEY`."),
+    info(title = "Arbor API", description = "E2B / Novita-compatible sandbox API. Every route needs `X-API-KEY`; \
+        a key sees only its team's objects, and `/admin/*` needs an admin key."),
     paths(
         handlers::sandboxes::create,
         handlers::sandboxes::get,
@@ -25,12 +26,19 @@ use utoipa::OpenApi;
         handlers::persist::clone,
         handlers::persist::fork,
         handlers::sandboxes::resume,
+        handlers::teams::mine,
+        handlers::teams::list,
+        handlers::teams::create,
+        handlers::teams::keys,
+        handlers::teams::create_key,
+        handlers::teams::revoke_key,
     ),
     components(schemas(
         model::NewSandbox, model::Sandbox, model::SandboxDetail, model::SandboxMetric, model::Quota,
         model::ErrorBody, model::ConnectSandbox, model::SetTimeout, model::NetworkConfig,
         model::CloneRequest, model::CloneResponse, model::ClonedSandbox, model::NewSnapshot, model::SnapshotInfo,
-        model::ForkRequest, model::ForkResult
+        model::ForkRequest, model::ForkResult, handlers::teams::Team, handlers::teams::AdminTeam,
+        handlers::teams::NewTeam, handlers::teams::NewTeamKey, handlers::teams::TeamKey, handlers::teams::CreatedTeamKey
     )),
     modifiers(&ApiKey)
 )]

@@ -12,7 +12,7 @@
 use crate::{
     app::{gone, ms, now_ms, pause_checkpoint, App, Source},
     error::{ApiError, ApiResult},
-    handlers::{existing, sandboxes::policy},
+    handlers::sandboxes::policy,
     ids,
 };
 use arbor_node::StartSpec;
@@ -40,6 +40,16 @@ fn start_spec(record: &SandboxRecord) -> ApiResult<StartSpec> {
         access_token: record.envd_token.clone(),
         policy: policy(record.allow_internet, network.as_ref())?,
     })
+}
+
+/// Sandbox `id` of any team, unless killed or unknown (404). The handlers
+/// have checked the caller's team already, and auto-resume (the proxy) has
+/// none; a sandbox never changes team, so the id alone is enough here.
+async fn existing(app: &App, id: &str) -> ApiResult<SandboxRecord> {
+    match app.store.get_sandbox(id).await? {
+        Some(r) if r.state != State::Killed => Ok(r),
+        _ => Err(ApiError::sandbox_not_found(id)),
+    }
 }
 
 fn not_found_if_gone(id: &str, e: arbor_node::Error) -> ApiError {
@@ -210,6 +220,7 @@ impl App {
             let snap_id = ids::sandbox_id();
             let mut snap = SnapshotRecord {
                 id: snap_id.clone(),
+                team_id: origin.team_id.clone(),
                 sandbox_id: id.clone(),
                 kind,
                 state: SnapshotState::Creating,

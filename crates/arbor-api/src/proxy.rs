@@ -1,11 +1,12 @@
 //! Where the envd proxy sends a request: the running sandbox named by its
 //! id header or owning its access token, from the in-memory registry; a
-//! paused sandbox with auto-resume is resumed first, the request held.
+//! paused sandbox with auto-resume is resumed first, the request held, if
+//! the request carries the sandbox's credentials (otherwise a paused
+//! sandbox answers as an unknown one).
 
 use crate::app::{now_ms, App};
-use arbor_proxy::{Lookup, ProxyError, Resolver, Target};
+use arbor_proxy::{Access, Lookup, ProxyError, Resolver, Target};
 use arbor_store::State;
-use axum::http::StatusCode;
 use std::sync::Arc;
 
 /// The deadline of a sandbox a request resumed (auto-resume): 5 minutes.
@@ -18,6 +19,21 @@ struct EnvdRoutes {
 }
 
 impl EnvdRoutes {
+    /// Whether `access` holds the credentials of sandbox `id` as its record
+    /// has them (see [`Access::allows`]): the rule for paused sandboxes.
+    async fn may_wake(&self, id: &str, access: &Access<'_>) -> bool {
+        match self.app.store.get_sandbox(id).await {
+            Ok(Some(r)) if r.state != State::Killed => {
+                access.allows(&r.envd_token, r.traffic_token.as_deref(), arbor_proxy::unix_now())
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(%id, "reading the sandbox for the proxy: {e}");
+                false
+            }
+        }
+    }
+
     fn live(&self, id: &str) -> Option<Target> {
         self.app.registry.get(id).map(|live| {
             let mut target = Target::new(id, live.addr);
@@ -30,7 +46,7 @@ impl EnvdRoutes {
 
 #[async_trait::async_trait]
 impl Resolver for EnvdRoutes {
-    async fn resolve(&self, lookup: Lookup<'_>) -> Result<Target, ProxyError> {
+    async fn resolve(&self, lookup: Lookup<'_>, access: &Access<'_>) -> Result<Target, ProxyError> {
         let app = &self.app;
         let id = match lookup {
             Lookup::Id(id) => id.to_string(),
@@ -46,7 +62,13 @@ impl Resolver for EnvdRoutes {
         if let Some(target) = self.live(&id) {
             return Ok(target);
         }
-        // Not served right now: wait out a pause or resume in progress.
+        // Not running. Only a request with the sandbox's credentials may
+        // wake it, wait for it or learn that it exists: any other gets the
+        // answer of an unknown id, at once (no wait on its lock either).
+        if !self.may_wake(&id, access).await {
+            return Err(ProxyError::NotFound(id));
+        }
+        // Wait out a pause or resume in progress.
         drop(app.locks.lock(&id).await);
         if let Some(target) = self.live(&id) {
             return Ok(target);
@@ -62,10 +84,7 @@ impl Resolver for EnvdRoutes {
                     }),
                 }
             }
-            Ok(Some(r)) if r.state == State::Paused => Err(ProxyError::Status {
-                status: StatusCode::CONFLICT,
-                message: format!("sandbox {id} is paused; connect to resume it"),
-            }),
+            Ok(Some(r)) if r.state == State::Paused => Err(ProxyError::Paused(id)),
             _ => Err(ProxyError::NotFound(id)),
         }
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// `/openapi.json` public. Non-API paths fall through to `fallback` (the
 /// envd proxy).
 pub fn router(app: Arc<App>, fallback: Router) -> Router {
-    use handlers::{list, metrics, network, persist, sandboxes, templates, unsupported};
+    use handlers::{list, metrics, network, persist, sandboxes, teams, templates, unsupported};
     // The upload URL is its own credential (signed; see templates::file_upload).
     let uploads =
         Router::new().route("/templates/{id}/files/{hash}", put(templates::file_upload)).with_state(Arc::clone(&app));
@@ -44,6 +44,11 @@ pub fn router(app: Arc<App>, fallback: Router) -> Router {
         .route("/v2/templates/{id}/builds/{build}", post(templates::start))
         // Tags, build logs by another route, PATCH: not served; a JSON 404 rather than the proxy.
         .route("/templates/{id}/{*rest}", any(unsupported::unknown))
+        .route("/teams", get(teams::mine))
+        // Admin keys only (403 for others): teams and their keys.
+        .route("/admin/teams", get(teams::list).post(teams::create))
+        .route("/admin/teams/{teamID}/api-keys", get(teams::keys).post(teams::create_key))
+        .route("/admin/teams/{teamID}/api-keys/{apiKeyID}", axum::routing::delete(teams::revoke_key))
         .route("/volumes", get(unsupported::unknown).post(unsupported::unknown))
         .route("/secrets", get(unsupported::unknown).post(unsupported::unknown))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth::require_key))

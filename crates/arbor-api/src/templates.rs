@@ -8,7 +8,7 @@ use crate::{
 };
 use arbor_build::{Base, BuildLog, BuildRequest, Built, Job, Level, Progress};
 use arbor_layers::{EnvdConfig, RefManifest, REF_SCHEMA};
-use arbor_store::{BuildRecord, BuildStatus, SnapshotState, TemplateRecord};
+use arbor_store::{BuildRecord, BuildStatus, SnapshotState, TeamScope, TemplateRecord};
 use axum::http::StatusCode;
 use std::{
     collections::{BTreeMap, HashMap},
@@ -69,17 +69,31 @@ pub fn valid_name(name: &str) -> bool {
         && !name.starts_with(['.', '-'])
 }
 
+/// How the layer-store references of builds start; they share the node's
+/// template namespace with the built-in templates but are not built-in.
+const BUILD_REF_PREFIX: &str = "build-";
+
 /// The layer-store reference holding a build's result.
 fn node_ref(build_id: &str) -> String {
-    format!("build-{}", build_id.to_lowercase())
+    format!("{BUILD_REF_PREFIX}{}", build_id.to_lowercase())
 }
 
 impl App {
-    /// The template with id `x`, else the one named `x`.
-    pub async fn template_by_id_or_name(&self, x: &str) -> ApiResult<Option<TemplateRecord>> {
-        match self.store.get_template(x).await? {
+    /// Built-in template `name` (`base`, `code-interpreter-v1`, whatever the
+    /// node's template store holds but a build's result): every team's to
+    /// use, no team's to delete or rebuild.
+    pub fn builtin_template(&self, name: &str) -> arbor_node::Result<arbor_node::Template> {
+        if name.starts_with(BUILD_REF_PREFIX) {
+            return Err(arbor_node::Error::TemplateNotFound(name.to_string()));
+        }
+        self.node.template(name)
+    }
+
+    /// The team's template with id `x`, else the one it named `x`.
+    pub async fn template_by_id_or_name(&self, team: TeamScope<'_>, x: &str) -> ApiResult<Option<TemplateRecord>> {
+        match team.get_template(x).await? {
             Some(t) => Ok(Some(t)),
-            None => Ok(self.store.template_by_name(x).await?),
+            None => Ok(team.template_by_name(x).await?),
         }
     }
 
@@ -88,13 +102,17 @@ impl App {
         Ok(self.store.builds_of(&t.id).await?.into_iter().find(|b| b.version == version))
     }
 
-    /// A built template by `name`, `name:version`, template id or build id:
-    /// the template and the version (the latest ready one unless named).
-    /// `None` when nothing is called that.
-    pub async fn resolve_template(&self, x: &str) -> ApiResult<Option<(TemplateRecord, BuildRecord)>> {
+    /// A built template of `team` by `name`, `name:version`, template id or
+    /// build id: the template and the version (the latest ready one unless
+    /// named). `None` when the team has nothing called that.
+    pub async fn resolve_template(
+        &self,
+        team: TeamScope<'_>,
+        x: &str,
+    ) -> ApiResult<Option<(TemplateRecord, BuildRecord)>> {
         let not_ready = |what: String| ApiError::new(StatusCode::NOT_FOUND, format!("{what} has no ready version"));
         if let Some((name, version)) = x.rsplit_once(':') {
-            let Some(t) = self.store.template_by_name(name).await? else { return Ok(None) };
+            let Some(t) = team.template_by_name(name).await? else { return Ok(None) };
             let Ok(version) = version.parse::<u32>() else {
                 return Err(ApiError::bad_request(format!("'{x}': the version after ':' must be a number")));
             };
@@ -104,18 +122,18 @@ impl App {
                 None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("template {name} has no version {version}"))),
             };
         }
-        if let Some(t) = self.template_by_id_or_name(x).await? {
+        if let Some(t) = self.template_by_id_or_name(team, x).await? {
             let latest = self.store.builds_of(&t.id).await?.into_iter().rev().find(|b| b.status == BuildStatus::Ready);
             return match latest {
                 Some(b) => Ok(Some((t, b))),
                 None => Err(not_ready(format!("template {}", t.name))),
             };
         }
-        if let Some(b) = self.store.get_build(x).await? {
+        if let Some(b) = team.get_build(x).await? {
             if b.status != BuildStatus::Ready {
                 return Err(not_ready(format!("build {x}")));
             }
-            if let Some(t) = self.store.get_template(&b.template_id).await? {
+            if let Some(t) = team.get_template(&b.template_id).await? {
                 return Ok(Some((t, b)));
             }
         }
@@ -131,8 +149,9 @@ impl App {
         }
     }
 
-    /// The base of a build request.
-    async fn build_base(&self, req: &BuildRequest, log: &BuildLog) -> ApiResult<Base> {
+    /// The base of a build request of `team`: its `FROM` is a built-in
+    /// template, an image, or one of the team's templates and snapshots.
+    async fn build_base(&self, team: TeamScope<'_>, req: &BuildRequest, log: &BuildLog) -> ApiResult<Base> {
         if let Some(image) = req.from_image.as_deref().filter(|i| !i.is_empty()) {
             if DEBIAN_ALIASES.contains(&image) {
                 let mut base = self.ref_base("base", "base")?;
@@ -144,19 +163,19 @@ impl App {
             return Ok(self.builder.image_base(image, req.from_image_registry.as_ref(), log).await?);
         }
         let from = req.from_template.as_deref().filter(|t| !t.is_empty()).unwrap_or("base");
-        if let Some((t, b)) = self.resolve_template(from).await? {
+        if let Some((t, b)) = self.resolve_template(team, from).await? {
             let node_ref = b.node_ref.clone().unwrap_or_default();
             return self.ref_base(&node_ref, &format!("{}:{}", t.name, b.version));
         }
-        match self.node.template(from) {
+        match self.builtin_template(from) {
             Ok(_) => self.ref_base(from, from),
             Err(arbor_node::Error::TemplateNotFound(_)) => {
-                let snapshot = self.store.get_snapshot(from).await?.filter(|s| s.state == SnapshotState::Ready);
+                let snapshot = team.get_snapshot(from).await?.filter(|s| s.state == SnapshotState::Ready);
                 let Some(snap) = snapshot else {
                     return Err(ApiError::bad_request(format!("FROM {from}: no such template or snapshot")));
                 };
                 // The snapshot's template gives the user, workdir and environment.
-                let mut base = match self.resolve_template(&snap.template_id).await? {
+                let mut base = match self.resolve_template(team, &snap.template_id).await? {
                     Some((_, b)) => self.ref_base(b.node_ref.as_deref().unwrap_or_default(), &snap.template_id)?,
                     None => self
                         .ref_base(&snap.template_id, &snap.template_id)
@@ -199,16 +218,23 @@ impl App {
         tokio::spawn(async move {
             let running = app.builds.get(&b.id);
             running.log.info(None, &format!("building {} version {} ({})", template.name, b.version, b.id));
-            let outcome = app.run_build(&b, &req, &running).await;
+            let outcome = app.run_build(&b, &template, &req, &running).await;
             app.finish_build(b, outcome, &running).await;
         });
         Ok(())
     }
 
-    async fn run_build(&self, b: &BuildRecord, req: &BuildRequest, running: &Running) -> ApiResult<Built> {
-        let base = self.build_base(req, &running.log).await?;
+    async fn run_build(
+        &self,
+        b: &BuildRecord,
+        template: &TemplateRecord,
+        req: &BuildRequest,
+        running: &Running,
+    ) -> ApiResult<Built> {
+        let base = self.build_base(self.store.team(&template.team_id), req, &running.log).await?;
         let job = Job {
             id: b.id.clone(),
+            template_id: b.template_id.clone(),
             base,
             steps: req.steps.clone(),
             start_cmd: req.start_cmd.clone().filter(|c| !c.trim().is_empty()),
@@ -283,21 +309,21 @@ impl App {
         let _ = self.node.remove_template(&node_ref(&b.id));
     }
 
-    /// Deletes `x`: a whole template (by id or name) or one version
+    /// Deletes `x` of `team`: a whole template (by id or name) or one version
     /// (`name:version` or build id). 409 while sandboxes use a version.
-    pub async fn delete_template_or_version(self: &Arc<Self>, x: &str) -> ApiResult<()> {
+    pub async fn delete_template_or_version(self: &Arc<Self>, team: TeamScope<'_>, x: &str) -> ApiResult<()> {
         let (template, builds) = if let Some((name, version)) = x.rsplit_once(':') {
-            let t = self.store.template_by_name(name).await?;
+            let t = team.template_by_name(name).await?;
             let t = t.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("template {name} not found")))?;
             let version: u32 = version.parse().map_err(|_| ApiError::bad_request("the version must be a number"))?;
             let b = self.version_of(&t, version).await?;
             let b = b.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{x} not found")))?;
             (t, vec![b])
-        } else if let Some(b) = self.store.get_build(x).await? {
-            let t = self.store.get_template(&b.template_id).await?;
+        } else if let Some(b) = team.get_build(x).await? {
+            let t = team.get_template(&b.template_id).await?;
             (t.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{x} not found")))?, vec![b])
         } else {
-            let t = self.template_by_id_or_name(x).await?;
+            let t = self.template_by_id_or_name(team, x).await?;
             let t = t.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("template {x} not found")))?;
             let builds = self.store.builds_of(&t.id).await?;
             (t, builds)
@@ -325,6 +351,10 @@ impl App {
         }
         if self.store.builds_of(&template.id).await?.is_empty() {
             self.store.delete_template(&template.id).await?;
+            // Its uploads are its own: nothing else may read them.
+            if let Err(e) = self.builder.uploads().remove_template(&template.id) {
+                tracing::warn!(template = %template.id, "removing the uploaded files: {e}");
+            }
         }
         drop(locks);
         Ok(())

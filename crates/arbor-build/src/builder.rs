@@ -9,6 +9,7 @@ use crate::{
     error::{Error, Result},
     log::{BuildLog, Level},
     request::{RawStep, RegistryAuth, Step},
+    uploads::{Stored, Uploads},
 };
 use arbor_dockerfile::resolve_path;
 use arbor_layers::{LayerId, LayerStore};
@@ -52,6 +53,8 @@ pub struct Base {
 pub struct Job {
     /// The build's id (names its sandboxes and checkpoint).
     pub id: String,
+    /// The template being built: its COPY steps read its own uploads only.
+    pub template_id: String,
     /// Where it starts.
     pub base: Base,
     /// Its steps.
@@ -124,7 +127,7 @@ struct State {
 pub struct Builder {
     node: Arc<Node>,
     cache: Cache,
-    files: PathBuf,
+    uploads: Uploads,
 }
 
 /// A running build sandbox.
@@ -134,7 +137,7 @@ struct Sandbox {
     lower: Vec<PathBuf>,
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| Error::Invalid(format!("random source: {e}")))?;
     Ok(hex::encode(buf))
@@ -142,14 +145,14 @@ fn random_hex(bytes: usize) -> Result<String> {
 
 impl Builder {
     /// A builder on `node`, caching under `cache_dir`, reading uploaded
-    /// COPY files (`<hash>`) from `files_dir`.
+    /// COPY files from `files_dir` (see [`Uploads`]).
     pub fn new(node: Arc<Node>, cache_dir: &Path, files_dir: &Path) -> Builder {
-        Builder { node, cache: Cache::new(cache_dir), files: files_dir.to_path_buf() }
+        Builder { node, cache: Cache::new(cache_dir), uploads: Uploads::new(files_dir) }
     }
 
-    /// Where an uploaded COPY tar with this hash is kept.
-    pub fn files_path(&self, hash: &str) -> PathBuf {
-        self.files.join(format!("{hash}.tar"))
+    /// The uploaded COPY files, per template.
+    pub fn uploads(&self) -> &Uploads {
+        &self.uploads
     }
 
     fn store(&self) -> &LayerStore {
@@ -285,11 +288,24 @@ impl Builder {
         force: bool,
         log: &BuildLog,
     ) -> Result<()> {
-        let key_input = serde_json::json!({
+        let mut key_input = serde_json::json!({
             "step": format!("{step:?}"),
             // A file step depends on who runs it, where and with what.
             "user": state.user, "workdir": state.workdir, "env": state.env,
         });
+        // The client's files hash proves nothing about the bytes it names
+        // (and another template may name the same hash): the cache keys on
+        // the digest of the tar this template uploaded.
+        let upload = match step {
+            Step::Copy { src, files_hash, .. } => {
+                let stored = self.uploads.get(&job.template_id, files_hash)?.ok_or_else(|| {
+                    Error::Invalid(format!("the files of COPY {src} ({files_hash}) were never uploaded"))
+                })?;
+                key_input["files_sha256"] = stored.tar_sha256.clone().into();
+                Some(stored)
+            }
+            _ => None,
+        };
         let key = chain(&state.key, &key_input);
         match step {
             Step::Env(pairs) => state.env.extend(pairs.iter().cloned()),
@@ -309,7 +325,7 @@ impl Builder {
             }
         }
         let sandbox = self.boot(job, state, n).await?;
-        let ran = self.step_in(&sandbox, state, n, step, log).await;
+        let ran = self.step_in(&sandbox, state, n, step, upload.as_ref(), log).await;
         let layer = match ran {
             Ok(()) => self.commit(&sandbox).await?,
             Err(e) => {
@@ -323,7 +339,15 @@ impl Builder {
         self.cache.put(&key, &state.layers)
     }
 
-    async fn step_in(&self, sb: &Sandbox, state: &State, n: usize, step: &Step, log: &BuildLog) -> Result<()> {
+    async fn step_in(
+        &self,
+        sb: &Sandbox,
+        state: &State,
+        n: usize,
+        step: &Step,
+        upload: Option<&Stored>,
+        log: &BuildLog,
+    ) -> Result<()> {
         match step {
             Step::Run { command, user } => {
                 let user = user.as_deref().unwrap_or(&state.user);
@@ -341,19 +365,21 @@ impl Builder {
                 Ok(())
             }
             Step::Copy { src, dest, owner, mode, files_hash } => {
-                let archive = self.files_path(files_hash);
-                if !archive.exists() {
-                    return Err(Error::Invalid(format!("the files of COPY {src} ({files_hash}) were never uploaded")));
-                }
+                let upload = upload.cloned().ok_or_else(|| {
+                    Error::Invalid(format!("the files of COPY {src} ({files_hash}) were never uploaded"))
+                })?;
                 let scratch = self.store().tmp_dir().join(format!("copy-{}", sb.id));
                 let _ = std::fs::remove_dir_all(&scratch);
                 std::fs::create_dir_all(&scratch).map_err(Error::io(format!("creating {}", scratch.display())))?;
                 let dest = resolve_path(&state.workdir, dest) + if dest.ends_with('/') { "/" } else { "" };
                 let payload = {
-                    let (archive, src, scratch2) = (archive.clone(), src.clone(), scratch.clone());
-                    tokio::task::spawn_blocking(move || copy::payload(&archive, &src, &dest, &scratch2))
-                        .await
-                        .map_err(|e| Error::Invalid(e.to_string()))?
+                    let (src, scratch2) = (src.clone(), scratch.clone());
+                    tokio::task::spawn_blocking(move || {
+                        upload.verify()?;
+                        copy::payload(&upload.tar, &src, &dest, &scratch2)
+                    })
+                    .await
+                    .map_err(|e| Error::Invalid(e.to_string()))?
                 };
                 let _ = std::fs::remove_dir_all(&scratch);
                 let payload = payload?;

@@ -18,7 +18,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the Arbor server: REST API, envd proxy and the local node
-    Server(server::ServerArgs),
+    // Boxed: the server has many more flags than any other command.
+    Server(Box<server::ServerArgs>),
     /// Create, list, inspect, kill, pause, clone, snapshot and run commands in sandboxes
     #[command(visible_alias = "sbx")]
     Sandbox(sandbox::SandboxArgs),
@@ -29,6 +30,8 @@ enum Cmd {
     Template(template::TemplateArgs),
     /// Manage API keys (on the server's host, directly in its store)
     Keys(keys::KeysArgs),
+    /// Manage teams, the tenants API keys belong to (on the server's host)
+    Teams(keys::TeamsArgs),
     /// Show or edit the CLI's config file
     Config(config_cmd::ConfigArgs),
 }
@@ -44,8 +47,9 @@ fn exit(code: i32) -> ExitCode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<i32, String> = match cli.cmd {
-        Cmd::Server(args) => server::run(args).await.map(|()| 0).map_err(|e| format!("{e:#}")),
+        Cmd::Server(args) => server::run(*args).await.map(|()| 0).map_err(|e| format!("{e:#}")),
         Cmd::Keys(args) => keys::run(args).await.map(|()| 0).map_err(|e| format!("{e:#}")),
+        Cmd::Teams(args) => keys::run_teams(args).await.map(|()| 0).map_err(|e| format!("{e:#}")),
         Cmd::Sandbox(args) => sandbox::run(args).await.map_err(|e| e.to_string()),
         Cmd::Snapshot(args) => snapshot::run(args).await.map_err(|e| e.to_string()),
         Cmd::Template(args) => template::run(args).await.map_err(|e| e.to_string()),

@@ -2,10 +2,9 @@
 //! process, on one port.
 
 use anyhow::{bail, Context};
-use arbor_api::{lifecycle, ApiConfig, App};
+use arbor_api::{config::default_public_api_url, lifecycle, ApiConfig, App};
 use arbor_node::{Node, NodeConfig};
 use arbor_store::Store;
-use axum::serve::ListenerExt;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -33,6 +32,11 @@ pub struct ServerArgs {
     /// The `domain` returned to SDKs (sandbox URLs are `<port>-<id>.<domain>`).
     #[arg(long, env = "ARBOR_DOMAIN", default_value = "localhost")]
     pub domain: String,
+    /// Where clients reach the API (`https://api.example.com`): the base of
+    /// the template upload URLs handed out (default: `http://` + `--listen`,
+    /// 127.0.0.1 for a wildcard address).
+    #[arg(long, env = "ARBOR_PUBLIC_API_URL", value_parser = arbor_api::config::public_api_url)]
+    pub public_api_url: Option<String>,
     /// Where templates are (default: the data dir).
     #[arg(long, env = "ARBOR_TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
@@ -99,6 +103,32 @@ pub struct ServerArgs {
     /// `--tls-listen`, else of `--listen`; 127.0.0.1 for a wildcard address).
     #[arg(long, env = "ARBOR_DNS_ANSWER", requires = "dns")]
     pub dns_answer: Option<std::net::Ipv4Addr>,
+    /// Seconds a client has to send a request's headers (and a new
+    /// connection its first request) before the connection is closed.
+    #[arg(long, env = "ARBOR_HTTP_HEADER_TIMEOUT", value_name = "SECONDS",
+          default_value_t = arbor_tls::HEADER_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout: u64,
+    /// Seconds a connection with no request in flight stays open (keep above
+    /// the idle timeout of a load balancer in front). Open requests and
+    /// streams are never timed out.
+    #[arg(long, env = "ARBOR_HTTP_IDLE_TIMEOUT", value_name = "SECONDS",
+          default_value_t = arbor_tls::IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout: u64,
+    /// Seconds a client of `--tls-listen` has to finish its TLS handshake.
+    #[arg(long, env = "ARBOR_TLS_HANDSHAKE_TIMEOUT", value_name = "SECONDS",
+          default_value_t = arbor_tls::HANDSHAKE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_handshake_timeout: u64,
+}
+
+impl ServerArgs {
+    /// The timeouts of both listeners.
+    fn timeouts(&self) -> arbor_tls::Timeouts {
+        arbor_tls::Timeouts {
+            header_read: Duration::from_secs(self.http_header_timeout),
+            idle: Duration::from_secs(self.http_idle_timeout),
+            handshake: Duration::from_secs(self.tls_handshake_timeout),
+        }
+    }
 }
 
 fn instance_name(s: &str) -> Result<String, String> {
@@ -149,7 +179,7 @@ async fn api_key(store: &Store, args: &ServerArgs) -> anyhow::Result<String> {
         if key.len() < 8 {
             bail!("--api-key must be at least 8 characters");
         }
-        store.import_key("operator", key).await?;
+        store.import_key(arbor_store::DEFAULT_TEAM_ID, "operator", key, arbor_store::KeyRole::Admin).await?;
         return Ok(key.clone());
     }
     if let Ok(saved) = std::fs::read_to_string(&file) {
@@ -158,7 +188,8 @@ async fn api_key(store: &Store, args: &ServerArgs) -> anyhow::Result<String> {
             return Ok(saved);
         }
     }
-    let new = store.create_key("generated").await?;
+    // The server's own key is the default team's admin key.
+    let new = store.create_key(arbor_store::DEFAULT_TEAM_ID, "generated", arbor_store::KeyRole::Admin).await?;
     write_secret(&file, &new.secret)?;
     Ok(new.secret)
 }
@@ -222,6 +253,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     .context("starting the node")?;
     let cfg = ApiConfig {
         domain: args.domain.clone(),
+        public_api_url: args.public_api_url.clone().unwrap_or_else(|| default_public_api_url(args.listen)),
         max_lifetime: Duration::from_secs(args.max_lifetime),
         max_sandboxes: args.max_sandboxes,
         paused_retention: Duration::from_secs(args.paused_retention),
@@ -236,19 +268,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().unwrap_or(args.listen);
-    // Streams are many small frames: without NODELAY, Nagle and delayed ACKs
-    // add tens of milliseconds to short commands.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY: {e}");
-        }
-    });
     print_banner(addr, &key, kept, dropped, &edge.banner(&args.domain));
+    let timeouts = args.timeouts();
     let plain = {
         let router = router.clone();
-        async move { axum::serve(listener, router).with_graceful_shutdown(shutdown()).await.context("serving") }
+        async move { arbor_tls::serve_plain(listener, router, timeouts, shutdown()).await.context("serving") }
     };
-    tokio::try_join!(plain, edge.serve(router, shutdown))?;
+    tokio::try_join!(plain, edge.serve(router, timeouts, shutdown))?;
     tracing::info!("stopped; sandboxes keep running until the next start");
     Ok(())
 }

@@ -7,9 +7,12 @@
 //! * [`connect`] is Connect protocol v1: codecs, envelopes, error codes. It is
 //!   small and transport-agnostic, so it is written here rather than pulled in
 //!   with a whole RPC framework.
+//! * [`signature`] is the `v1` signature of signed `/files` URLs, checked by
+//!   envd and by the proxy (`sha2`, `base64`).
 #![warn(missing_docs)]
 
 pub mod connect;
+pub mod signature;
 pub mod stream;
 
 /// Messages of the `process.Process` service.

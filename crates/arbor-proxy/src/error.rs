@@ -33,6 +33,10 @@ pub enum ProxyError {
     /// No sandbox holds this access token.
     #[error("no sandbox has this access token (it may have been killed)")]
     UnknownToken,
+    /// The sandbox is paused and may not be resumed by traffic (no
+    /// auto-resume); only said to a request with its credentials.
+    #[error("sandbox {0} is paused; connect to resume it")]
+    Paused(String),
     /// envd of the sandbox could not be reached or broke the exchange.
     #[error("sandbox {sandbox_id} is not reachable: {reason}")]
     Unreachable {
@@ -44,7 +48,7 @@ pub enum ProxyError {
     /// Any other refusal, with the status the client should see.
     #[error("{message}")]
     Status {
-        /// HTTP status, e.g. 409 for a paused sandbox without auto-resume.
+        /// HTTP status, e.g. that of a resume that failed.
         status: StatusCode,
         /// Human-readable reason.
         message: String,
@@ -60,9 +64,12 @@ impl ProxyError {
             // 502, not 404: as upstream E2B's proxy does. The SDKs read 502 /
             // `unavailable` as "the sandbox is gone, likely timed out", while
             // a 404 on /files would surface as FileNotFoundException.
-            ProxyError::NotFound(_) | ProxyError::UnknownToken | ProxyError::Unreachable { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            // A paused sandbox is not running: the SDKs' `is_running()` reads
+            // 502 from `/health` as `False` (any other error raises).
+            ProxyError::NotFound(_)
+            | ProxyError::UnknownToken
+            | ProxyError::Paused(_)
+            | ProxyError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Status { status, .. } => *status,
         }
     }

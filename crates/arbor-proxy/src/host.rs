@@ -6,7 +6,8 @@
 //! byte tunnel. Bodies stream both ways without buffering.
 
 use crate::{
-    error::ProxyError,
+    access::{Access, Service},
+    error::{ErrorShape, ProxyError},
     proxy::{root_cause, Proxy},
     resolver::Lookup,
     resolver::Target,
@@ -101,18 +102,33 @@ impl Proxy {
     /// Serves a request for `port` of sandbox `sandbox_id` (from its `Host`).
     pub async fn handle_host(&self, req: Request, port: u16, sandbox_id: &str) -> Response {
         let html = wants_html(&req);
-        let target = match self.resolver().resolve(Lookup::Id(sandbox_id)).await {
+        let service = if port == ENVD_PORT { Service::Envd } else { Service::Port(port) };
+        let resolved = {
+            let access = Access::of(service, req.method(), req.uri(), req.headers());
+            self.resolver().resolve(Lookup::Id(sandbox_id), &access).await
+        };
+        if port == ENVD_PORT {
+            // envd checks its own access token; the proxy's errors take the
+            // shapes the SDKs expect of envd, as for header-routed traffic
+            // (502 for a sandbox that is gone or paused: `is_running()` is
+            // `False`).
+            return match resolved {
+                Ok(target) => self.handle_target(req, target).await,
+                Err(e) => {
+                    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                    e.into_response_shaped(ErrorShape::of(req.uri().path(), content_type))
+                }
+            };
+        }
+        let target = match resolved {
             Ok(t) => t,
             Err(ProxyError::NotFound(id)) => {
                 return answer(StatusCode::NOT_FOUND, format!("sandbox {id} not found"), html);
             }
+            Err(e @ ProxyError::Paused(_)) => return answer(StatusCode::CONFLICT, e.to_string(), html),
             Err(ProxyError::Status { status, message }) => return answer(status, message, html),
             Err(e) => return answer(e.status(), e.to_string(), html),
         };
-        if port == ENVD_PORT {
-            // envd checks its own access token.
-            return self.handle_target(req, target).await;
-        }
         if let Some(expected) = &target.traffic_token {
             let given = req.headers().get(TRAFFIC_TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
             if !bool::from(subtle::ConstantTimeEq::ct_eq(given, expected.as_bytes())) {

@@ -11,7 +11,9 @@
 //! `X-Access-Token`, which envd checks itself) passes unchanged.
 //! Requests whose `Host` is a public URL (`<port>-<id>.<domain>`) go to that
 //! port of that sandbox instead (any path, upgrades as
-//! tunnels, traffic tokens). See `docs/proxy.md` and `docs/public-urls.md`.
+//! tunnels, traffic tokens). A request may wake a paused sandbox only with
+//! the sandbox's credentials ([`Access`]). See `docs/proxy.md` and
+//! `docs/public-urls.md`.
 //!
 //! External crates:
 //! * `hyper` / `hyper-util`: the pooled HTTP/1.1 client to envd (keep-alive
@@ -23,10 +25,12 @@
 //!   proxy's own errors on Connect paths and to end a stream cleanly when
 //!   envd dies in the middle of it.
 //! * `async-trait`: an object-safe async [`Resolver`].
-//! * `subtle`: constant-time comparison of traffic tokens.
+//! * `subtle`: constant-time comparison of tokens and signatures;
+//!   `form_urlencoded`: the query of signed `/files` URLs.
 //! * `serde_json`, `bytes`: error bodies; `thiserror`: [`ProxyError`];
 //!   `tokio`: the activity timer; `tracing`: logs.
 
+mod access;
 mod body;
 mod error;
 mod host;
@@ -34,6 +38,7 @@ mod proxy;
 mod resolver;
 mod stream;
 
+pub use access::{unix_now, Access, Service};
 pub use error::ProxyError;
 pub use host::{parse_host, Tunnels, TRAFFIC_TOKEN_HEADER};
 pub use proxy::{Proxy, ACCESS_TOKEN_HEADER, DEFAULT_ACTIVITY_INTERVAL, E2B_SANDBOX_ID_HEADER, SANDBOX_ID_HEADER};

@@ -1,6 +1,7 @@
 //! Forwarding one envd request to the sandbox it names.
 
 use crate::{
+    access::{Access, Service},
     body::ActivityBody,
     error::{ErrorShape, ProxyError},
     host::Tunnels,
@@ -9,7 +10,7 @@ use crate::{
 };
 use arbor_proto::connect::{CallKind, Codec};
 use axum::{body::Body, extract::Request, response::Response, Router};
-use http::{header, HeaderMap, HeaderName, Uri, Version};
+use http::{header, HeaderMap, HeaderName, Method, Uri, Version};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
@@ -121,7 +122,7 @@ impl Proxy {
     /// shape the SDKs expect for the path (see [`ProxyError`]); everything
     /// envd answers is passed on unchanged.
     pub async fn handle(&self, req: Request) -> Response {
-        match self.resolve(req.headers()).await {
+        match self.resolve(req.method(), req.uri(), req.headers()).await {
             Ok(target) => self.handle_target(req, target).await,
             Err(e) => {
                 let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -215,7 +216,8 @@ impl Proxy {
         Response::from_parts(parts, body)
     }
 
-    async fn resolve(&self, headers: &HeaderMap) -> Result<Target, ProxyError> {
+    // The parts, not `&Request`: a body is not `Sync`, and the future must be `Send`.
+    async fn resolve(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Target, ProxyError> {
         let lookup = if let Some(id) = header_text(headers, SANDBOX_ID_HEADER)? {
             Lookup::Id(id)
         } else if let Some(id) = header_text(headers, E2B_SANDBOX_ID_HEADER)? {
@@ -225,7 +227,8 @@ impl Proxy {
         } else {
             return Err(ProxyError::NoSandbox);
         };
-        self.resolver.resolve(lookup).await
+        let access = Access::of(Service::Envd, method, uri, headers);
+        self.resolver.resolve(lookup, &access).await
     }
 }
 
@@ -242,7 +245,7 @@ fn pool_authority(target: &Target) -> String {
 }
 
 /// The trimmed value of a header, `None` if absent or empty.
-fn header_text<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, ProxyError> {
+pub(crate) fn header_text<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, ProxyError> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => {

@@ -1,7 +1,7 @@
 //! What the proxy asks of the control plane: where a sandbox's envd listens,
 //! and a hook to record that the sandbox is in use.
 
-use crate::error::ProxyError;
+use crate::{access::Access, error::ProxyError};
 use async_trait::async_trait;
 use std::net::SocketAddr;
 
@@ -52,11 +52,18 @@ impl Target {
 pub trait Resolver: Send + Sync + 'static {
     /// Finds the sandbox a request is for.
     ///
-    /// Return [`ProxyError::NotFound`] for an unknown id,
-    /// [`ProxyError::UnknownToken`] for a token no sandbox holds, or
-    /// [`ProxyError::Status`] for anything else the client should see (e.g.
-    /// 409 for a paused sandbox that may not be resumed).
-    async fn resolve(&self, lookup: Lookup<'_>) -> Result<Target, ProxyError>;
+    /// A running sandbox is returned whatever `access` holds (envd and the
+    /// proxy check credentials on the way). A sandbox that is not running
+    /// may only be woken, or said to be paused, for a request whose `access`
+    /// [`Access::allows`] it; for any other request it must look exactly
+    /// like an unknown id.
+    ///
+    /// Return [`ProxyError::NotFound`] for an unknown id (or one `access`
+    /// may not see), [`ProxyError::UnknownToken`] for a token no sandbox
+    /// holds, [`ProxyError::Paused`] for a paused sandbox that may not be
+    /// resumed, or [`ProxyError::Status`] for anything else the client
+    /// should see (e.g. a resume that failed).
+    async fn resolve(&self, lookup: Lookup<'_>, access: &Access<'_>) -> Result<Target, ProxyError>;
 
     /// Records that `sandbox_id` is in use, so idle timers restart.
     ///

@@ -77,11 +77,15 @@ async fn proxy_errors_have_the_shapes_the_sdks_map() {
     };
 
     // Plain envd paths: HTTP status + {"code": <int>, "message"}.
-    let cases: [(Headers, u16, &str); 5] = [
+    let cases: [(Headers, u16, &str); 7] = [
         (&[], 401, "names no sandbox"),
         (&[("Novita-Sandbox-Id", "nope")], 502, "sandbox nope not found"),
         (&[("X-Access-Token", "tok-nobody")], 502, "no sandbox has this access token"),
-        (&[("Novita-Sandbox-Id", "paused")], 409, "sandbox paused is paused"),
+        // A paused sandbox is named only to a request with its token; without
+        // it (or with a wrong one) it is not found, like an unknown id.
+        (&[("Novita-Sandbox-Id", "paused")], 502, "sandbox paused not found"),
+        (&[("Novita-Sandbox-Id", "paused"), ("X-Access-Token", "tok-alpha")], 502, "sandbox paused not found"),
+        (&[("Novita-Sandbox-Id", "paused"), ("X-Access-Token", "tok-paused")], 502, "sandbox paused is paused"),
         (&[("Novita-Sandbox-Id", "dead")], 502, "sandbox dead is not reachable: cannot connect to envd"),
     ];
     for (headers, status, message) in cases {
@@ -104,7 +108,7 @@ async fn proxy_errors_have_the_shapes_the_sdks_map() {
     assert_eq!(body["code"], "unavailable", "{body}");
 
     // Connect streams: 200 and one end-stream frame with the error.
-    for (id, code) in [("nope", "unavailable"), ("dead", "unavailable"), ("paused", "failed_precondition")] {
+    for (id, code) in [("nope", "unavailable"), ("dead", "unavailable"), ("paused", "unavailable")] {
         let resp = rpc("application/connect+json", envelope(&json!({})), &[("Novita-Sandbox-Id", id)]).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-type"], "application/connect+json");

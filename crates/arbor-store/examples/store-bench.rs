@@ -13,6 +13,7 @@ const N: usize = 2_000;
 fn record(i: usize) -> SandboxRecord {
     SandboxRecord {
         id: format!("bench-{i:05}"),
+        team_id: arbor_store::DEFAULT_TEAM_ID.into(),
         template_id: "base".into(),
         alias: None,
         state: State::Running,
@@ -79,7 +80,7 @@ async fn main() {
         store.touch("bench-00000", 1_000_000 + i as i64).await.unwrap();
         hot.push(t.elapsed());
     }
-    let key = store.create_key("bench").await.unwrap();
+    let key = store.create_key(arbor_store::DEFAULT_TEAM_ID, "bench", arbor_store::KeyRole::Member).await.unwrap();
     let mut verify = Vec::new();
     for _ in 0..N {
         let t = Instant::now();

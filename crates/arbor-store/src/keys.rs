@@ -3,11 +3,15 @@
 //! A secret is 32 random bytes, so a plain (unsalted, fast) hash is enough:
 //! nobody can brute-force 256 bits, and a fast hash lets [`Store::verify_key`]
 //! look the key up by its hash on every request.
+//!
+//! Every key belongs to a team ([`KeyInfo::team_id`]) and is either a member
+//! key or an admin key, which may also manage teams and keys.
 
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::team::TeamScope;
 use crate::{from_i64, now_ms, Error, Result, Store};
 
 /// Prefix of generated secrets, so that leaked keys are recognisable.
@@ -20,6 +24,21 @@ pub const MIN_IMPORTED_SECRET_LEN: usize = 16;
 /// verifying a key is a read, not a write, on the hot path.
 const LAST_USED_GRANULARITY_MS: i64 = 60_000;
 
+/// What a key may do besides acting for its team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyRole {
+    /// Its team's sandboxes, templates and snapshots.
+    Member,
+    /// That, and managing teams and keys (the API's admin routes).
+    Admin,
+}
+
+impl KeyRole {
+    fn stored(self) -> i64 {
+        i64::from(self == KeyRole::Admin)
+    }
+}
+
 /// An API key as listed (never the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
@@ -27,6 +46,10 @@ pub struct KeyInfo {
     pub id: String,
     /// Operator-given name.
     pub name: String,
+    /// The team it acts for.
+    pub team_id: String,
+    /// Member or admin.
+    pub role: KeyRole,
     /// First characters of the secret, for telling keys apart.
     pub prefix: String,
     /// Creation time (unix ms).
@@ -50,7 +73,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random_hex(n: usize) -> Result<String> {
+pub(crate) fn random_hex(n: usize) -> Result<String> {
     let mut buf = vec![0u8; n];
     getrandom::fill(&mut buf).map_err(|e| Error::Random(e.to_string()))?;
     Ok(hex(&buf))
@@ -75,12 +98,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-const KEY_COLUMNS: &str = "id, name, secret_hash, prefix, created_at, revoked_at, last_used_at";
+const KEY_COLUMNS: &str = "id, name, team_id, admin, secret_hash, prefix, created_at, revoked_at, last_used_at";
 
 fn decode_key(row: &AnyRow) -> Result<KeyInfo> {
     Ok(KeyInfo {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
+        team_id: row.try_get("team_id")?,
+        role: if row.try_get::<i64, _>("admin")? != 0 { KeyRole::Admin } else { KeyRole::Member },
         prefix: row.try_get("prefix")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
@@ -89,20 +114,21 @@ fn decode_key(row: &AnyRow) -> Result<KeyInfo> {
 }
 
 impl Store {
-    /// Creates a key with a new random secret.
-    pub async fn create_key(&self, name: &str) -> Result<NewKey> {
+    /// Creates a key of team `team_id` with a new random secret. The caller
+    /// checks that the team exists ([`Store::get_team`]).
+    pub async fn create_key(&self, team_id: &str, name: &str, role: KeyRole) -> Result<NewKey> {
         let secret = format!("{SECRET_PREFIX}{}", random_hex(32)?);
-        let info = self.insert_key(name, &secret).await?;
+        let info = self.insert_key(team_id, name, &secret, role).await?;
         Ok(NewKey { info, secret })
     }
 
     /// Stores an operator-given secret (e.g. from the configuration).
     /// Idempotent: if the secret is already stored, returns that key as it
     /// is (still revoked if it was revoked — reimporting does not undo a
-    /// revocation). [`Error::InvalidArgument`] if the secret is shorter than
-    /// [`MIN_IMPORTED_SECRET_LEN`] or contains whitespace or control
-    /// characters.
-    pub async fn import_key(&self, name: &str, secret: &str) -> Result<KeyInfo> {
+    /// revocation — and with its own team and role). [`Error::InvalidArgument`]
+    /// if the secret is shorter than [`MIN_IMPORTED_SECRET_LEN`] or contains
+    /// whitespace or control characters.
+    pub async fn import_key(&self, team_id: &str, name: &str, secret: &str, role: KeyRole) -> Result<KeyInfo> {
         if secret.len() < MIN_IMPORTED_SECRET_LEN {
             return Err(Error::InvalidArgument(format!(
                 "an API key must have at least {MIN_IMPORTED_SECRET_LEN} characters"
@@ -114,7 +140,7 @@ impl Store {
         if let Some(existing) = self.key_by_hash(&hash_secret(secret)).await? {
             return Ok(existing);
         }
-        match self.insert_key(name, secret).await {
+        match self.insert_key(team_id, name, secret, role).await {
             // Lost a race with another import of the same secret.
             Err(Error::Conflict(_)) => self
                 .key_by_hash(&hash_secret(secret))
@@ -124,24 +150,28 @@ impl Store {
         }
     }
 
-    async fn insert_key(&self, name: &str, secret: &str) -> Result<KeyInfo> {
+    async fn insert_key(&self, team_id: &str, name: &str, secret: &str, role: KeyRole) -> Result<KeyInfo> {
         let info = KeyInfo {
             id: format!("k_{}", random_hex(8)?),
             name: name.to_string(),
+            team_id: team_id.to_string(),
+            role,
             prefix: display_prefix(secret),
             created_at: now_ms(),
             revoked_at: None,
             last_used_at: None,
         };
         sqlx::query(
-            "INSERT INTO api_keys (id, name, secret_hash, prefix, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_keys (id, name, secret_hash, prefix, created_at, team_id, admin) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(info.id.as_str())
         .bind(info.name.as_str())
         .bind(hash_secret(secret))
         .bind(info.prefix.as_str())
         .bind(info.created_at)
+        .bind(info.team_id.as_str())
+        .bind(role.stored())
         .execute(&self.pool)
         .await?;
         Ok(info)
@@ -178,10 +208,19 @@ impl Store {
         Ok(Some(info))
     }
 
-    /// Every key, revoked ones included, oldest first.
+    /// Every key of every team, revoked ones included, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id");
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        self.keys_of(None).await
+    }
+
+    async fn keys_of(&self, team: Option<&str>) -> Result<Vec<KeyInfo>> {
+        let filter = if team.is_some() { " WHERE team_id = $1" } else { "" };
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys{filter} ORDER BY created_at, id");
+        let mut query = sqlx::query(&sql);
+        if let Some(team) = team {
+            query = query.bind(team);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(decode_key).collect()
     }
 
@@ -224,6 +263,26 @@ impl Store {
     pub async fn key_count(&self) -> Result<u64> {
         let row = sqlx::query("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL").fetch_one(&self.pool).await?;
         from_i64("key count", row.try_get(0)?)
+    }
+}
+
+impl TeamScope<'_> {
+    /// The team's keys, revoked ones included, oldest first.
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        self.store.keys_of(Some(self.team_id)).await
+    }
+
+    /// Revokes the team's key with this id (not a prefix: an admin names
+    /// keys exactly). Returns whether a live key of the team was revoked.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND team_id = $3 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now_ms())
+                .bind(self.team_id)
+                .execute(&self.store.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

@@ -1,6 +1,14 @@
-//! `arbor-store`: persistence of the control plane — API keys, sandboxes
-//! (with their metadata), snapshots and sandbox metrics — in SQLite (the default, one
-//! file) or PostgreSQL (chosen by URL).
+//! `arbor-store`: persistence of the control plane — teams, API keys, sandboxes
+//! (with their metadata), snapshots, templates and sandbox metrics — in SQLite
+//! (the default, one file) or PostgreSQL (chosen by URL).
+//!
+//! # Teams
+//!
+//! Every key and every row a key creates belongs to a team. Request handlers
+//! look rows up through [`Store::team`], a [`TeamScope`] whose queries carry
+//! `team_id = <team>`, so another team's row is not found exactly as a missing
+//! one is not. The unscoped lookups on [`Store`] see every team; they serve
+//! the server's own work (deadlines, recovery, the envd proxy).
 //!
 //! # One code path: sqlx's `Any` driver
 //!
@@ -27,11 +35,12 @@
 //!
 //! ```no_run
 //! # async fn demo() -> arbor_store::Result<()> {
-//! use arbor_store::{ListQuery, State, Store};
+//! use arbor_store::{KeyRole, ListQuery, State, Store, DEFAULT_TEAM_ID};
 //! let store = Store::open("sqlite:/var/lib/arbor/arbor.db").await?;
-//! let key = store.create_key("ci").await?; // key.secret is shown once
-//! assert!(store.verify_key(&key.secret).await?.is_some());
+//! let key = store.create_key(DEFAULT_TEAM_ID, "ci", KeyRole::Member).await?; // key.secret is shown once
+//! let info = store.verify_key(&key.secret).await?.expect("a live key");
 //! let page = store
+//!     .team(&info.team_id)
 //!     .list_sandboxes(&ListQuery { states: vec![State::Running], limit: 50, ..Default::default() })
 //!     .await?;
 //! for sandbox in &page.items {
@@ -53,6 +62,7 @@ mod metrics;
 mod query;
 mod sandbox;
 mod snapshot;
+mod team;
 mod template;
 
 use std::path::Path;
@@ -63,11 +73,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use error::{Error, Result};
-pub use keys::{KeyInfo, NewKey, MIN_IMPORTED_SECRET_LEN};
+pub use keys::{KeyInfo, KeyRole, NewKey, MIN_IMPORTED_SECRET_LEN};
 pub use metrics::Metric;
 pub use query::{ListQuery, Page, Usage, DEFAULT_LIMIT, MAX_LIMIT};
 pub use sandbox::{SandboxRecord, State, TOUCH_GRANULARITY_MS};
 pub use snapshot::{SnapshotKind, SnapshotQuery, SnapshotRecord, SnapshotState};
+pub use team::{TeamRecord, TeamScope, DEFAULT_TEAM_ID};
 pub use template::{BuildRecord, BuildStatus, TemplateRecord};
 
 /// How long a SQLite connection waits for another writer before failing.

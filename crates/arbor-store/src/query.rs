@@ -3,6 +3,7 @@
 use sqlx::Row;
 
 use crate::sandbox::{decode_record, COLUMNS};
+use crate::team::TeamScope;
 use crate::{from_i64, Error, Result, SandboxRecord, State, Store, TOUCH_GRANULARITY_MS};
 
 /// Page size when [`ListQuery::limit`] is 0.
@@ -101,7 +102,12 @@ impl Store {
     /// `id` asc) is total, and the cursor is the last row's sort key, so
     /// pages neither repeat nor skip rows when sandboxes are added or
     /// removed between calls. [`Error::InvalidArgument`] for a bad token.
+    /// Every team's sandboxes; [`TeamScope::list_sandboxes`] lists one team's.
     pub async fn list_sandboxes(&self, q: &ListQuery) -> Result<Page> {
+        self.sandboxes_of(None, q).await
+    }
+
+    async fn sandboxes_of(&self, team: Option<&str>, q: &ListQuery) -> Result<Page> {
         let cursor = q.next_token.as_deref().map(decode_cursor).transpose()?;
         let limit = page_limit(q.limit);
         let states: Vec<State> =
@@ -115,6 +121,9 @@ impl Store {
         };
         let in_list: Vec<String> = states.iter().map(|_| next()).collect();
         let mut sql = format!("SELECT {COLUMNS} FROM sandboxes s WHERE s.state IN ({})", in_list.join(", "));
+        if team.is_some() {
+            sql.push_str(&format!(" AND s.team_id = {}", next()));
+        }
         for _ in &q.metadata {
             let (k, v) = (next(), next());
             sql.push_str(&format!(
@@ -131,6 +140,9 @@ impl Store {
         let mut query = sqlx::query(&sql);
         for s in &states {
             query = query.bind(s.as_str());
+        }
+        if let Some(team) = team {
+            query = query.bind(team);
         }
         for (k, v) in &q.metadata {
             query = query.bind(k.as_str()).bind(v.as_str());
@@ -180,19 +192,27 @@ impl Store {
         rows.iter().map(decode_record).collect()
     }
 
-    /// Counts and resource sums for the quota endpoint.
+    /// Counts and resource sums of every team's sandboxes.
     pub async fn usage(&self) -> Result<Usage> {
+        self.usage_of(None).await
+    }
+
+    async fn usage_of(&self, team: Option<&str>) -> Result<Usage> {
         // PostgreSQL sums BIGINT as NUMERIC, which `Any` cannot decode.
-        let row = sqlx::query(
+        let sql = format!(
             "SELECT \
                CAST(COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS BIGINT), \
                CAST(COALESCE(SUM(CASE WHEN state = 'running' THEN cpu_count ELSE 0 END), 0) AS BIGINT), \
                CAST(COALESCE(SUM(CASE WHEN state = 'running' THEN memory_mb ELSE 0 END), 0) AS BIGINT), \
                CAST(COALESCE(SUM(CASE WHEN state = 'paused' THEN 1 ELSE 0 END), 0) AS BIGINT) \
-             FROM sandboxes WHERE state <> 'killed'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+             FROM sandboxes WHERE state <> 'killed'{}",
+            crate::team::team_filter(team, "team_id", 1)
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(team) = team {
+            query = query.bind(team);
+        }
+        let row = query.fetch_one(&self.pool).await?;
         Ok(Usage {
             running: from_i64("running count", row.try_get(0)?)?,
             vcpu: from_i64("vcpu sum", row.try_get(1)?)?,
@@ -209,6 +229,20 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+impl TeamScope<'_> {
+    /// One page of the team's sandboxes matching `q`, as
+    /// [`Store::list_sandboxes`] pages every team's.
+    pub async fn list_sandboxes(&self, q: &ListQuery) -> Result<Page> {
+        self.store.sandboxes_of(Some(self.team_id), q).await
+    }
+
+    /// Counts and resource sums of the team's sandboxes (the quota
+    /// endpoint's usage).
+    pub async fn usage(&self) -> Result<Usage> {
+        self.store.usage_of(Some(self.team_id)).await
     }
 }
 

@@ -9,6 +9,7 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
+use crate::team::{team_filter, TeamScope};
 use crate::{from_i64, to_i64, Error, Result, Store};
 
 /// Touches closer than this to the last one written are not written.
@@ -94,6 +95,9 @@ impl FromStr for State {
 pub struct SandboxRecord {
     /// Primary key, chosen by the caller.
     pub id: String,
+    /// The team it belongs to (the creating key's; a clone's origin's).
+    /// Set at insert, never changed by [`Store::update_sandbox`].
+    pub team_id: String,
     /// Template (or snapshot) the sandbox was created from.
     pub template_id: String,
     /// Template alias, if it was created by alias.
@@ -159,7 +163,7 @@ pub struct SandboxRecord {
 pub(crate) const COLUMNS: &str = "id, template_id, alias, state, node_id, cpu_count, memory_mb, \
      disk_mb, metadata, env_vars, envd_token, traffic_token, secure, allow_internet, network, \
      auto_pause, auto_resume, idle_timeout_s, started_at, end_at, last_activity_at, paused_at, \
-     host_addr, init_pid, envd_version, domain, snapshot_id, build_id";
+     host_addr, init_pid, envd_version, domain, snapshot_id, build_id, team_id";
 
 /// The record's columns converted to what the `Any` driver can bind.
 struct Encoded {
@@ -267,6 +271,7 @@ pub(crate) fn decode_record(row: &AnyRow) -> Result<SandboxRecord> {
         domain: row.try_get("domain")?,
         snapshot_id: row.try_get("snapshot_id")?,
         build_id: row.try_get("build_id")?,
+        team_id: row.try_get("team_id")?,
         id,
     })
 }
@@ -274,9 +279,9 @@ pub(crate) fn decode_record(row: &AnyRow) -> Result<SandboxRecord> {
 const INSERT_SQL: &str = "INSERT INTO sandboxes (id, template_id, alias, state, node_id, \
      cpu_count, memory_mb, disk_mb, metadata, env_vars, envd_token, traffic_token, secure, \
      allow_internet, network, auto_pause, auto_resume, idle_timeout_s, started_at, end_at, \
-     last_activity_at, paused_at, host_addr, init_pid, envd_version, domain, snapshot_id, build_id) VALUES \
-     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-     $21, $22, $23, $24, $25, $26, $27, $28)";
+     last_activity_at, paused_at, host_addr, init_pid, envd_version, domain, snapshot_id, build_id, team_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+     $21, $22, $23, $24, $25, $26, $27, $28, $29)";
 
 const UPDATE_SQL: &str = "UPDATE sandboxes SET template_id = $2, alias = $3, state = $4, \
      node_id = $5, cpu_count = $6, memory_mb = $7, disk_mb = $8, metadata = $9, env_vars = $10, \
@@ -295,13 +300,13 @@ impl Store {
         // write lock through its busy handler instead of failing on a stale
         // read snapshot.
         let mut tx = self.pool.begin().await?;
-        bind_record(sqlx::query(INSERT_SQL), r, &e).execute(&mut *tx).await?;
+        bind_record(sqlx::query(INSERT_SQL), r, &e).bind(r.team_id.as_str()).execute(&mut *tx).await?;
         insert_metadata(&mut tx, r).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Replaces the whole row and its metadata pairs, except that
+    /// Replaces the whole row (but its team) and its metadata pairs, except that
     /// `last_activity_at` never moves backwards: a concurrent
     /// [`Store::touch`] is not lost to a stale copy of the record.
     /// [`Error::NotFound`] if the sandbox does not exist.
@@ -318,10 +323,18 @@ impl Store {
         Ok(())
     }
 
-    /// The sandbox with this id, if any.
+    /// The sandbox with this id, of any team, if any.
     pub async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        self.sandbox_of(None, id).await
+    }
+
+    async fn sandbox_of(&self, team: Option<&str>, id: &str) -> Result<Option<SandboxRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE id = $1{}", team_filter(team, "team_id", 2));
+        let mut query = sqlx::query(&sql).bind(id);
+        if let Some(team) = team {
+            query = query.bind(team);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
         row.as_ref().map(decode_record).transpose()
     }
 
@@ -427,6 +440,13 @@ impl Store {
     }
 }
 
+impl TeamScope<'_> {
+    /// The team's sandbox with this id, if any (in any state).
+    pub async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>> {
+        self.store.sandbox_of(Some(self.team_id), id).await
+    }
+}
+
 async fn insert_metadata(tx: &mut sqlx::Transaction<'_, Any>, r: &SandboxRecord) -> Result<()> {
     for (k, v) in &r.metadata {
         sqlx::query("INSERT INTO sandbox_metadata (sandbox_id, key, value) VALUES ($1, $2, $3)")
@@ -447,6 +467,7 @@ pub(crate) mod tests_support {
     pub(crate) fn record(id: &str) -> SandboxRecord {
         SandboxRecord {
             id: id.into(),
+            team_id: crate::DEFAULT_TEAM_ID.into(),
             template_id: "base".into(),
             alias: None,
             state: State::Running,

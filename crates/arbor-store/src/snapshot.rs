@@ -9,6 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::query::{decode_cursor, encode_position, page_limit};
+use crate::team::{team_filter, TeamScope};
 use crate::{from_i64, to_i64, Error, Page, Result, Store};
 
 /// Why a snapshot exists, stored as its lowercase name.
@@ -92,6 +93,8 @@ impl FromStr for SnapshotState {
 pub struct SnapshotRecord {
     /// Primary key, chosen by the caller; usable as a `templateID`.
     pub id: String,
+    /// The team it belongs to: its origin sandbox's.
+    pub team_id: String,
     /// The origin sandbox. Not a foreign key: the snapshot outlives it.
     pub sandbox_id: String,
     /// Snapshot or clone.
@@ -143,7 +146,7 @@ pub struct SnapshotQuery {
 
 /// Columns of `snapshots` in the order `insert_snapshot` binds them.
 const COLUMNS: &str = "id, sandbox_id, kind, state, names, template_id, node_id, cpu_count, \
-     memory_mb, disk_mb, env_vars, metadata, envd_version, envd_token, memory_bytes, created_at";
+     memory_mb, disk_mb, env_vars, metadata, envd_version, envd_token, memory_bytes, created_at, team_id";
 
 fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::InvalidArgument(format!("JSON encoding: {e}")))
@@ -176,6 +179,7 @@ fn decode(row: &AnyRow) -> Result<SnapshotRecord> {
             .map(|v| from_i64("memory_bytes", v))
             .transpose()?,
         created_at: row.try_get("created_at")?,
+        team_id: row.try_get("team_id")?,
         id,
     })
 }
@@ -188,7 +192,7 @@ impl Store {
         let memory_bytes = r.memory_bytes.map(|v| to_i64("memory_bytes", v)).transpose()?;
         let sql = format!(
             "INSERT INTO snapshots ({COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
         sqlx::query(&sql)
             .bind(r.id.as_str())
@@ -207,15 +211,24 @@ impl Store {
             .bind(r.envd_token.as_str())
             .bind(memory_bytes)
             .bind(r.created_at)
+            .bind(r.team_id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    /// The snapshot with this id, in any state, if any.
+    /// The snapshot with this id, of any team, in any state, if any.
     pub async fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        self.snapshot_of(None, id).await
+    }
+
+    async fn snapshot_of(&self, team: Option<&str>, id: &str) -> Result<Option<SnapshotRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE id = $1{}", team_filter(team, "team_id", 2));
+        let mut query = sqlx::query(&sql).bind(id);
+        if let Some(team) = team {
+            query = query.bind(team);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
         row.as_ref().map(decode).transpose()
     }
 
@@ -248,8 +261,13 @@ impl Store {
     /// [`Store::list_sandboxes`]), so pages neither repeat nor skip rows
     /// when snapshots come and go between calls; new ones appear on later
     /// pages. Snapshots still being created are left out: they cannot be
-    /// used yet. [`Error::InvalidArgument`] for a bad token.
+    /// used yet. [`Error::InvalidArgument`] for a bad token. Every team's;
+    /// [`TeamScope::list_snapshots`] lists one team's.
     pub async fn list_snapshots(&self, q: &SnapshotQuery) -> Result<Page<SnapshotRecord>> {
+        self.snapshots_of(None, q).await
+    }
+
+    async fn snapshots_of(&self, team: Option<&str>, q: &SnapshotQuery) -> Result<Page<SnapshotRecord>> {
         let cursor = q.next_token.as_deref().map(decode_cursor).transpose()?;
         let limit = page_limit(q.limit);
         let mut n = 0;
@@ -258,6 +276,9 @@ impl Store {
             format!("${n}")
         };
         let mut sql = format!("SELECT {COLUMNS} FROM snapshots WHERE state = 'ready'");
+        if team.is_some() {
+            sql.push_str(&format!(" AND team_id = {}", next()));
+        }
         if q.sandbox_id.is_some() {
             sql.push_str(&format!(" AND sandbox_id = {}", next()));
         }
@@ -281,6 +302,9 @@ impl Store {
         sql.push_str(&format!(" ORDER BY created_at, id LIMIT {}", next()));
 
         let mut query = sqlx::query(&sql);
+        if let Some(team) = team {
+            query = query.bind(team);
+        }
         if let Some(sandbox_id) = &q.sandbox_id {
             query = query.bind(sandbox_id.as_str());
         }
@@ -335,6 +359,19 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|row| Ok(row.try_get::<String, _>(0)?)).collect()
+    }
+}
+
+impl TeamScope<'_> {
+    /// The team's snapshot with this id, in any state, if any.
+    pub async fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>> {
+        self.store.snapshot_of(Some(self.team_id), id).await
+    }
+
+    /// One page of the team's ready snapshots matching `q`, as
+    /// [`Store::list_snapshots`] pages every team's.
+    pub async fn list_snapshots(&self, q: &SnapshotQuery) -> Result<Page<SnapshotRecord>> {
+        self.store.snapshots_of(Some(self.team_id), q).await
     }
 }
 

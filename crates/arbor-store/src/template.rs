@@ -1,5 +1,7 @@
 //! Template rows: named templates and their builds. Every build of a name
 //! is a new version (1, 2, ...); only ready versions start sandboxes.
+//! A template belongs to a team, and names are unique within a team; a build
+//! belongs to its template's team.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,6 +9,7 @@ use std::str::FromStr;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::team::{team_filter, TeamScope};
 use crate::{from_i64, to_i64, Error, Result, Store};
 
 /// A named template.
@@ -14,7 +17,9 @@ use crate::{from_i64, to_i64, Error, Result, Store};
 pub struct TemplateRecord {
     /// Primary key (`templateID`).
     pub id: String,
-    /// Its unique name (alias).
+    /// The team it belongs to.
+    pub team_id: String,
+    /// Its name (alias), unique within its team.
     pub name: String,
     /// Creation time, unix milliseconds.
     pub created_at: i64,
@@ -106,8 +111,15 @@ pub struct BuildRecord {
 const BUILD_COLUMNS: &str = "id, template_id, version, status, cpu_count, memory_mb, disk_mb, request, \
      node_ref, checkpoint, envd_token, reason, created_at, finished_at";
 
+const TEMPLATE_COLUMNS: &str = "id, team_id, name, created_at";
+
 fn decode_template(row: &AnyRow) -> Result<TemplateRecord> {
-    Ok(TemplateRecord { id: row.try_get("id")?, name: row.try_get("name")?, created_at: row.try_get("created_at")? })
+    Ok(TemplateRecord {
+        id: row.try_get("id")?,
+        team_id: row.try_get("team_id")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+    })
 }
 
 fn decode_build(row: &AnyRow) -> Result<BuildRecord> {
@@ -132,10 +144,12 @@ fn decode_build(row: &AnyRow) -> Result<BuildRecord> {
 }
 
 impl Store {
-    /// Inserts a template. [`Error::Conflict`] if the id or name is taken.
+    /// Inserts a template. [`Error::Conflict`] if the id is taken, or the
+    /// name within its team.
     pub async fn insert_template(&self, t: &TemplateRecord) -> Result<()> {
-        sqlx::query("INSERT INTO templates (id, name, created_at) VALUES ($1, $2, $3)")
+        sqlx::query("INSERT INTO templates (id, team_id, name, created_at) VALUES ($1, $2, $3, $4)")
             .bind(t.id.as_str())
+            .bind(t.team_id.as_str())
             .bind(t.name.as_str())
             .bind(t.created_at)
             .execute(&self.pool)
@@ -143,29 +157,39 @@ impl Store {
         Ok(())
     }
 
-    /// The template with this id, if any.
+    /// The template with this id, of any team, if any.
     pub async fn get_template(&self, id: &str) -> Result<Option<TemplateRecord>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM templates WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        self.template_where(None, "id", id).await
+    }
+
+    /// One template whose `column` is `value` (of `team`, when given).
+    async fn template_where(&self, team: Option<&str>, column: &str, value: &str) -> Result<Option<TemplateRecord>> {
+        // Names repeat across teams: unscoped, the oldest such template wins.
+        let sql = format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE {column} = $1{} ORDER BY created_at, id LIMIT 1",
+            team_filter(team, "team_id", 2)
+        );
+        let mut query = sqlx::query(&sql).bind(value);
+        if let Some(team) = team {
+            query = query.bind(team);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
         row.as_ref().map(decode_template).transpose()
     }
 
-    /// The template with this name, if any.
-    pub async fn template_by_name(&self, name: &str) -> Result<Option<TemplateRecord>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM templates WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(decode_template).transpose()
-    }
-
-    /// Every template, oldest first.
+    /// Every template of every team, oldest first.
     pub async fn list_templates(&self) -> Result<Vec<TemplateRecord>> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM templates ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        self.templates_of(None).await
+    }
+
+    async fn templates_of(&self, team: Option<&str>) -> Result<Vec<TemplateRecord>> {
+        let filter = if team.is_some() { " WHERE team_id = $1" } else { "" };
+        let sql = format!("SELECT {TEMPLATE_COLUMNS} FROM templates{filter} ORDER BY created_at, id");
+        let mut query = sqlx::query(&sql);
+        if let Some(team) = team {
+            query = query.bind(team);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(decode_template).collect()
     }
 
@@ -246,10 +270,22 @@ impl Store {
         Ok(())
     }
 
-    /// The build with this id, if any.
+    /// The build with this id, of any team, if any.
     pub async fn get_build(&self, id: &str) -> Result<Option<BuildRecord>> {
-        let sql = format!("SELECT {BUILD_COLUMNS} FROM template_builds WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        self.build_of(None, id).await
+    }
+
+    async fn build_of(&self, team: Option<&str>, id: &str) -> Result<Option<BuildRecord>> {
+        let filter = match team {
+            Some(_) => " AND template_id IN (SELECT t.id FROM templates t WHERE t.team_id = $2)",
+            None => "",
+        };
+        let sql = format!("SELECT {BUILD_COLUMNS} FROM template_builds WHERE id = $1{filter}");
+        let mut query = sqlx::query(&sql).bind(id);
+        if let Some(team) = team {
+            query = query.bind(team);
+        }
+        let row = query.fetch_optional(&self.pool).await?;
         row.as_ref().map(decode_build).transpose()
     }
 
@@ -281,6 +317,28 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(|row| Ok(row.try_get::<String, _>(0)?)).collect()
+    }
+}
+
+impl TeamScope<'_> {
+    /// The team's template with this id, if any.
+    pub async fn get_template(&self, id: &str) -> Result<Option<TemplateRecord>> {
+        self.store.template_where(Some(self.team_id), "id", id).await
+    }
+
+    /// The team's template with this name, if any.
+    pub async fn template_by_name(&self, name: &str) -> Result<Option<TemplateRecord>> {
+        self.store.template_where(Some(self.team_id), "name", name).await
+    }
+
+    /// The team's templates, oldest first.
+    pub async fn list_templates(&self) -> Result<Vec<TemplateRecord>> {
+        self.store.templates_of(Some(self.team_id)).await
+    }
+
+    /// The build with this id of one of the team's templates, if any.
+    pub async fn get_build(&self, id: &str) -> Result<Option<BuildRecord>> {
+        self.store.build_of(Some(self.team_id), id).await
     }
 }
 

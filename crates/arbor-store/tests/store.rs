@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use arbor_store::{
-    Backend, BuildRecord, BuildStatus, Error, ListQuery, Metric, SandboxRecord, SnapshotKind, SnapshotQuery,
-    SnapshotRecord, SnapshotState, State, Store, TemplateRecord, Usage, TOUCH_GRANULARITY_MS,
+    Backend, BuildRecord, BuildStatus, Error, KeyRole, ListQuery, Metric, SandboxRecord, SnapshotKind, SnapshotQuery,
+    SnapshotRecord, SnapshotState, State, Store, TemplateRecord, Usage, DEFAULT_TEAM_ID, TOUCH_GRANULARITY_MS,
 };
 
 type Case = fn(String) -> Pin<Box<dyn Future<Output = ()>>>;
@@ -35,6 +35,11 @@ cases!(
     snapshots_crud_and_list,
     snapshot_users_rules,
     templates_and_versions,
+    teams_and_keys,
+    team_scoped_sandboxes,
+    team_scoped_snapshots_metrics,
+    team_scoped_templates,
+    migration_0004_over_v3,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -86,6 +91,7 @@ fn postgres_suite() {
 fn record(id: &str, started_at: i64) -> SandboxRecord {
     SandboxRecord {
         id: id.into(),
+        team_id: DEFAULT_TEAM_ID.into(),
         template_id: "base".into(),
         alias: None,
         state: State::Running,
@@ -126,7 +132,7 @@ fn meta(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 async fn migrations_idempotent(url: String) {
     let store = Store::open(&url).await.unwrap();
-    store.create_key("first").await.unwrap();
+    store.create_key(DEFAULT_TEAM_ID, "first", KeyRole::Member).await.unwrap();
     store.insert_sandbox(&record("sb1", 1)).await.unwrap();
     if let Some(path) = url.strip_prefix("sqlite:") {
         assert_eq!(store.backend(), Backend::Sqlite);
@@ -148,7 +154,7 @@ async fn keys_lifecycle(url: String) {
     let store = Store::open(&url).await.unwrap();
     assert_eq!(store.key_count().await.unwrap(), 0);
 
-    let new = store.create_key("ci").await.unwrap();
+    let new = store.create_key(DEFAULT_TEAM_ID, "ci", KeyRole::Member).await.unwrap();
     assert!(new.secret.starts_with("arbor_") && new.secret.len() == 70, "{}", new.secret);
     assert!(new.secret.starts_with(&new.info.prefix));
     assert_eq!(new.info.name, "ci");
@@ -162,10 +168,16 @@ async fn keys_lifecycle(url: String) {
     assert_eq!(store.verify_key("arbor_nope").await.unwrap(), None);
     assert_eq!(store.verify_key("").await.unwrap(), None);
 
-    assert!(matches!(store.import_key("op", "short").await, Err(Error::InvalidArgument(_))));
-    assert!(matches!(store.import_key("op", "has a space in it!").await, Err(Error::InvalidArgument(_))));
-    let op = store.import_key("operator", "operator-given-secret-1").await.unwrap();
-    let op2 = store.import_key("renamed", "operator-given-secret-1").await.unwrap();
+    assert!(matches!(
+        store.import_key(DEFAULT_TEAM_ID, "op", "short", KeyRole::Member).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.import_key(DEFAULT_TEAM_ID, "op", "has a space in it!", KeyRole::Member).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let op = store.import_key(DEFAULT_TEAM_ID, "operator", "operator-given-secret-1", KeyRole::Member).await.unwrap();
+    let op2 = store.import_key(DEFAULT_TEAM_ID, "renamed", "operator-given-secret-1", KeyRole::Member).await.unwrap();
     assert_eq!(op, op2, "importing the same secret is idempotent");
     assert!(store.verify_key("operator-given-secret-1").await.unwrap().is_some());
     assert_eq!(store.key_count().await.unwrap(), 2);
@@ -180,15 +192,15 @@ async fn keys_lifecycle(url: String) {
     assert!(store.revoke_key(&op.id).await.unwrap());
     assert_eq!(store.key_count().await.unwrap(), 0);
     // Reimporting a revoked secret does not bring it back.
-    let back = store.import_key("operator", "operator-given-secret-1").await.unwrap();
+    let back = store.import_key(DEFAULT_TEAM_ID, "operator", "operator-given-secret-1", KeyRole::Member).await.unwrap();
     assert!(back.revoked_at.is_some());
     assert_eq!(store.verify_key("operator-given-secret-1").await.unwrap(), None);
     let listed = store.list_keys().await.unwrap();
     assert!(listed.iter().all(|k| k.revoked_at.is_some()));
 
     // A prefix shared by two live keys is ambiguous.
-    let a = store.import_key("a", "samesameAAAAAAAA1").await.unwrap();
-    let b = store.import_key("b", "samesameBBBBBBBB2").await.unwrap();
+    let a = store.import_key(DEFAULT_TEAM_ID, "a", "samesameAAAAAAAA1", KeyRole::Member).await.unwrap();
+    let b = store.import_key(DEFAULT_TEAM_ID, "b", "samesameBBBBBBBB2", KeyRole::Member).await.unwrap();
     assert_eq!(a.prefix, b.prefix);
     assert!(matches!(store.revoke_key(&a.prefix).await, Err(Error::Conflict(_))));
     assert!(store.revoke_key(&a.id).await.unwrap());
@@ -468,6 +480,7 @@ async fn metrics_range_and_prune(url: String) {
     for (sb, t) in [("m1", 1_000), ("m1", 2_000), ("m1", 3_000), ("m1", 4_000), ("m2", 2_000)] {
         let m = Metric {
             sandbox_id: sb.into(),
+            team_id: DEFAULT_TEAM_ID.into(),
             timestamp: t,
             cpu_count: 2,
             cpu_used_pct: t as f64 / 100.0 + 0.25,
@@ -543,6 +556,7 @@ async fn migration_over_v1(url: String) {
 fn snapshot(id: &str, sandbox_id: &str, created_at: i64, kind: SnapshotKind) -> SnapshotRecord {
     SnapshotRecord {
         id: id.into(),
+        team_id: DEFAULT_TEAM_ID.into(),
         sandbox_id: sandbox_id.into(),
         kind,
         state: SnapshotState::Ready,
@@ -735,11 +749,11 @@ fn build(id: &str, template_id: &str) -> BuildRecord {
 
 async fn templates_and_versions(url: String) {
     let store = Store::open(&url).await.unwrap();
-    let t = TemplateRecord { id: "t1".into(), name: "app".into(), created_at: 1 };
+    let t = TemplateRecord { id: "t1".into(), team_id: DEFAULT_TEAM_ID.into(), name: "app".into(), created_at: 1 };
     store.insert_template(&t).await.unwrap();
-    let dup = TemplateRecord { id: "t2".into(), name: "app".into(), created_at: 2 };
+    let dup = TemplateRecord { id: "t2".into(), team_id: DEFAULT_TEAM_ID.into(), name: "app".into(), created_at: 2 };
     assert!(matches!(store.insert_template(&dup).await, Err(Error::Conflict(_))));
-    assert_eq!(store.template_by_name("app").await.unwrap(), Some(t.clone()));
+    assert_eq!(store.team(DEFAULT_TEAM_ID).template_by_name("app").await.unwrap(), Some(t.clone()));
     assert_eq!(store.get_template("t1").await.unwrap(), Some(t.clone()));
 
     // Versions count up per template, also when inserted concurrently.
@@ -777,4 +791,260 @@ async fn templates_and_versions(url: String) {
     assert!(store.delete_template("t1").await.unwrap());
     assert!(store.builds_of("t1").await.unwrap().is_empty());
     assert!(matches!(store.update_build(&b1).await, Err(Error::NotFound(_))));
+}
+
+/// A sandbox of `team`.
+fn owned(id: &str, team: &str, started_at: i64) -> SandboxRecord {
+    SandboxRecord { team_id: team.into(), ..record(id, started_at) }
+}
+
+async fn teams_and_keys(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    // The default team exists from the migration on, and comes first.
+    let default = store.get_team(DEFAULT_TEAM_ID).await.unwrap().expect("default team");
+    assert_eq!(default.name, "default");
+    let a = store.create_team("  team a ").await.unwrap();
+    assert_eq!(a.name, "team a");
+    assert_eq!(a.id.len(), 36, "{}", a.id);
+    assert!(matches!(store.create_team("team a").await, Err(Error::Conflict(_))));
+    for bad in ["", "   ", "tab\there", &"x".repeat(65)] {
+        assert!(matches!(store.create_team(bad).await, Err(Error::InvalidArgument(_))), "{bad:?}");
+    }
+    let b = store.create_team("b").await.unwrap();
+    assert_eq!(store.get_team(&a.id).await.unwrap().as_ref(), Some(&a));
+    assert_eq!(store.get_team("team a").await.unwrap().as_ref(), Some(&a));
+    assert_eq!(store.get_team("nope").await.unwrap(), None);
+    let mut names: Vec<String> = store.list_teams().await.unwrap().into_iter().map(|t| t.name).collect();
+    // Oldest first; the two new teams may share a millisecond.
+    assert_eq!(names.remove(0), "default");
+    names.sort();
+    assert_eq!(names, ["b", "team a"]);
+
+    // A key carries its team and role through verification.
+    let ka = store.create_key(&a.id, "a-member", KeyRole::Member).await.unwrap();
+    let kb = store.create_key(&b.id, "b-admin", KeyRole::Admin).await.unwrap();
+    let seen = store.verify_key(&ka.secret).await.unwrap().unwrap();
+    assert_eq!((seen.team_id.as_str(), seen.role), (a.id.as_str(), KeyRole::Member));
+    let seen = store.verify_key(&kb.secret).await.unwrap().unwrap();
+    assert_eq!((seen.team_id.as_str(), seen.role), (b.id.as_str(), KeyRole::Admin));
+    // Importing keeps the stored key's team and role.
+    let imported = store.import_key(&a.id, "imp", "imported-secret-0123", KeyRole::Admin).await.unwrap();
+    let again = store.import_key(&b.id, "imp", "imported-secret-0123", KeyRole::Member).await.unwrap();
+    assert_eq!((again.team_id.as_str(), again.role), (a.id.as_str(), KeyRole::Admin));
+    assert_eq!(imported, again);
+
+    // Listing and revoking through a team see only its keys.
+    let ids = |keys: Vec<arbor_store::KeyInfo>| keys.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.team(&a.id).list_keys().await.unwrap()), [ka.info.id.clone(), imported.id.clone()]);
+    assert_eq!(ids(store.team(&b.id).list_keys().await.unwrap()), std::slice::from_ref(&kb.info.id));
+    assert!(store.team(DEFAULT_TEAM_ID).list_keys().await.unwrap().is_empty());
+    assert_eq!(store.list_keys().await.unwrap().len(), 3);
+    assert!(!store.team(&b.id).revoke_key(&ka.info.id).await.unwrap(), "another team's key");
+    assert!(store.verify_key(&ka.secret).await.unwrap().is_some());
+    assert!(!store.team(&a.id).revoke_key(&ka.info.prefix).await.unwrap(), "ids only, not prefixes");
+    assert!(store.team(&a.id).revoke_key(&ka.info.id).await.unwrap());
+    assert!(!store.team(&a.id).revoke_key(&ka.info.id).await.unwrap(), "already revoked");
+    assert_eq!(store.verify_key(&ka.secret).await.unwrap(), None);
+}
+
+async fn team_scoped_sandboxes(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    let (a, b) = (store.team("team-a"), store.team("team-b"));
+    let mut a1 = owned("a1", "team-a", 30);
+    a1.metadata = BTreeMap::from([("k".into(), "v".into())]);
+    store.insert_sandbox(&a1).await.unwrap();
+    store.insert_sandbox(&owned("a2", "team-a", 20)).await.unwrap();
+    let mut b1 = owned("b1", "team-b", 25);
+    b1.metadata = a1.metadata.clone();
+    b1.cpu_count = 4;
+    store.insert_sandbox(&b1).await.unwrap();
+    let mut bp = owned("b-paused", "team-b", 10);
+    bp.state = State::Paused;
+    store.insert_sandbox(&bp).await.unwrap();
+
+    // Another team's id is as missing as a missing one.
+    assert_eq!(a.get_sandbox("a1").await.unwrap().as_ref(), Some(&a1));
+    assert_eq!(b.get_sandbox("a1").await.unwrap(), None);
+    assert_eq!(b.get_sandbox("missing").await.unwrap(), None);
+    assert_eq!(store.team(DEFAULT_TEAM_ID).get_sandbox("a1").await.unwrap(), None);
+    // The server sees every team.
+    assert_eq!(store.get_sandbox("b1").await.unwrap().unwrap().team_id, "team-b");
+
+    // Lists, filters and pages stay within the team.
+    let all = ListQuery::default();
+    assert_eq!(ids(&a.list_sandboxes(&all).await.unwrap().items), ["a1", "a2"]);
+    assert_eq!(ids(&b.list_sandboxes(&all).await.unwrap().items), ["b1", "b-paused"]);
+    assert_eq!(ids(&store.list_sandboxes(&all).await.unwrap().items), ["a1", "b1", "a2", "b-paused"]);
+    let by_meta = ListQuery { metadata: meta(&[("k", "v")]), ..Default::default() };
+    assert_eq!(ids(&b.list_sandboxes(&by_meta).await.unwrap().items), ["b1"]);
+    let paused = ListQuery { states: vec![State::Paused], ..Default::default() };
+    assert!(a.list_sandboxes(&paused).await.unwrap().items.is_empty());
+    let first = a.list_sandboxes(&ListQuery { limit: 1, ..Default::default() }).await.unwrap();
+    assert_eq!(ids(&first.items), ["a1"]);
+    let rest = ListQuery { limit: 1, next_token: first.next_token, ..Default::default() };
+    let second = a.list_sandboxes(&rest).await.unwrap();
+    assert_eq!((ids(&second.items), second.next_token), (vec!["a2"], None));
+
+    // Usage counts the team's own sandboxes.
+    assert_eq!(a.usage().await.unwrap(), Usage { running: 2, vcpu: 4, memory_mb: 1024, paused: 0 });
+    assert_eq!(b.usage().await.unwrap(), Usage { running: 1, vcpu: 4, memory_mb: 512, paused: 1 });
+    assert_eq!(store.usage().await.unwrap().running, 3);
+
+    // The team is set at insert; an update does not move the sandbox.
+    let mut moved = a1.clone();
+    moved.team_id = "team-b".into();
+    moved.cpu_count = 1;
+    store.update_sandbox(&moved).await.unwrap();
+    let got = a.get_sandbox("a1").await.unwrap().expect("still team a's");
+    assert_eq!((got.team_id.as_str(), got.cpu_count), ("team-a", 1));
+    assert_eq!(b.get_sandbox("a1").await.unwrap(), None);
+}
+
+async fn team_scoped_snapshots_metrics(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    let (a, b) = (store.team("team-a"), store.team("team-b"));
+    let mut sa = snapshot("sa", "a1", 1, SnapshotKind::Snapshot);
+    sa.team_id = "team-a".into();
+    let mut sb = snapshot("sb", "b1", 2, SnapshotKind::Snapshot);
+    sb.team_id = "team-b".into();
+    store.insert_snapshot(&sa).await.unwrap();
+    store.insert_snapshot(&sb).await.unwrap();
+    assert_eq!(a.get_snapshot("sa").await.unwrap().as_ref(), Some(&sa));
+    assert_eq!(b.get_snapshot("sa").await.unwrap(), None);
+    assert_eq!(store.get_snapshot("sa").await.unwrap().unwrap().team_id, "team-a");
+    let q = |sandbox: Option<&str>| SnapshotQuery { sandbox_id: sandbox.map(Into::into), ..Default::default() };
+    assert_eq!(snap_ids(&a.list_snapshots(&q(None)).await.unwrap().items), ["sa"]);
+    assert_eq!(snap_ids(&b.list_snapshots(&q(None)).await.unwrap().items), ["sb"]);
+    // Naming another team's origin finds nothing.
+    assert!(b.list_snapshots(&q(Some("a1"))).await.unwrap().items.is_empty());
+    let named = SnapshotQuery { name: Some("sa".into()), ..Default::default() };
+    assert!(b.list_snapshots(&named).await.unwrap().items.is_empty());
+    assert_eq!(snap_ids(&a.list_snapshots(&named).await.unwrap().items), ["sa"]);
+    assert_eq!(snap_ids(&store.list_snapshots(&q(None)).await.unwrap().items), ["sa", "sb"]);
+
+    // Samples carry their team and outlive the sandbox with it.
+    for (team, t) in [("team-a", 1_000), ("team-a", 2_000)] {
+        let m = Metric {
+            sandbox_id: "a1".into(),
+            team_id: team.into(),
+            timestamp: t,
+            cpu_count: 1,
+            cpu_used_pct: 1.5,
+            mem_total_mib: 512,
+            mem_used_mib: 10,
+            disk_total: 1,
+            disk_used: 1,
+        };
+        store.insert_metric(&m).await.unwrap();
+    }
+    assert_eq!(a.metrics("a1", 0, i64::MAX).await.unwrap().len(), 2);
+    assert_eq!(a.metrics("a1", 0, i64::MAX).await.unwrap()[0].team_id, "team-a");
+    assert!(b.metrics("a1", 0, i64::MAX).await.unwrap().is_empty());
+    assert_eq!(store.metrics("a1", 0, i64::MAX).await.unwrap().len(), 2);
+}
+
+async fn team_scoped_templates(url: String) {
+    let store = Store::open(&url).await.unwrap();
+    let (a, b) = (store.team("team-a"), store.team("team-b"));
+    let template = |id: &str, team: &str, created_at| TemplateRecord {
+        id: id.into(),
+        team_id: team.into(),
+        name: "app".into(),
+        created_at,
+    };
+    // The same name in two teams; twice in one team is a conflict.
+    let (ta, tb) = (template("ta", "team-a", 1), template("tb", "team-b", 2));
+    store.insert_template(&ta).await.unwrap();
+    store.insert_template(&tb).await.unwrap();
+    assert!(matches!(store.insert_template(&template("ta2", "team-a", 3)).await, Err(Error::Conflict(_))));
+    assert_eq!(a.template_by_name("app").await.unwrap().as_ref(), Some(&ta));
+    assert_eq!(b.template_by_name("app").await.unwrap().as_ref(), Some(&tb));
+    assert_eq!(store.team("team-c").template_by_name("app").await.unwrap(), None);
+    assert_eq!(a.get_template("ta").await.unwrap().as_ref(), Some(&ta));
+    assert_eq!(b.get_template("ta").await.unwrap(), None);
+    assert_eq!(store.get_template("ta").await.unwrap().as_ref(), Some(&ta));
+    assert_eq!(a.list_templates().await.unwrap(), std::slice::from_ref(&ta));
+    assert_eq!(store.list_templates().await.unwrap(), [ta.clone(), tb.clone()]);
+
+    // A build belongs to its template's team.
+    store.insert_build(&build("ba", "ta")).await.unwrap();
+    assert!(a.get_build("ba").await.unwrap().is_some());
+    assert_eq!(b.get_build("ba").await.unwrap(), None);
+    assert_eq!(b.get_build("missing").await.unwrap(), None);
+    assert!(store.get_build("ba").await.unwrap().is_some());
+}
+
+/// Applies migrations 0001-0003 (as the binary before teams did), writes a
+/// row of each kind, then opens the store, which must put them all in the
+/// default team and keep the builds tied to their templates.
+async fn migration_0004_over_v3(url: String) {
+    sqlx::any::install_default_drivers();
+    let old = tempfile::tempdir().unwrap();
+    for m in ["0001_init.sql", "0002_snapshots.sql", "0003_templates.sql"] {
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(m);
+        std::fs::copy(&from, old.path().join(m)).unwrap();
+    }
+    let raw_url = match url.strip_prefix("sqlite:") {
+        Some(path) => {
+            std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+            format!("sqlite://{path}?mode=rwc")
+        }
+        None => url.clone(),
+    };
+    let pool = sqlx::AnyPool::connect(&raw_url).await.unwrap();
+    sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
+    for sql in [
+        "INSERT INTO api_keys (id, name, secret_hash, prefix, created_at) VALUES \
+         ('k_gen', 'generated', 'hash-gen', 'arbor_', 1), ('k_ci', 'ci', 'hash-ci', 'arbor_', 2)",
+        "INSERT INTO sandboxes (id, template_id, state, node_id, cpu_count, memory_mb, disk_mb, metadata, \
+         env_vars, envd_token, secure, allow_internet, auto_pause, auto_resume, started_at, end_at, \
+         last_activity_at, envd_version) VALUES ('old', 'base', 'running', 'local', 1, 256, 512, \
+         '{}', '{}', 'tok-old', 1, 0, 1, 0, 5, 6, 7, '0.0.9')",
+        "INSERT INTO snapshots (id, sandbox_id, kind, state, names, template_id, node_id, cpu_count, memory_mb, \
+         disk_mb, env_vars, metadata, envd_version, envd_token, created_at) VALUES ('snap', 'old', 'snapshot', \
+         'ready', '[]', 'base', 'local', 1, 256, 512, '{}', '{}', '0.0.9', 'tok', 1)",
+        "INSERT INTO metrics (sandbox_id, ts, cpu_count, cpu_used_pct, mem_total_mib, mem_used_mib, disk_total, \
+         disk_used) VALUES ('old', 10, 1, 0.5, 256, 1, 1, 1)",
+        "INSERT INTO templates (id, name, created_at) VALUES ('tpl', 'app', 1)",
+        "INSERT INTO template_builds (id, template_id, version, status, cpu_count, memory_mb, disk_mb, created_at) \
+         VALUES ('bld', 'tpl', 1, 'ready', 1, 256, 512, 1)",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = Store::open(&url).await.unwrap();
+    let team = store.team(DEFAULT_TEAM_ID);
+    let keys: Vec<(String, String, KeyRole)> =
+        team.list_keys().await.unwrap().into_iter().map(|k| (k.id, k.team_id, k.role)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("k_gen".into(), DEFAULT_TEAM_ID.into(), KeyRole::Admin),
+            ("k_ci".into(), DEFAULT_TEAM_ID.into(), KeyRole::Member)
+        ],
+        "the server's own key becomes the default team's admin"
+    );
+    assert!(team.get_sandbox("old").await.unwrap().is_some());
+    assert!(team.get_snapshot("snap").await.unwrap().is_some());
+    assert_eq!(team.metrics("old", 0, 100).await.unwrap().len(), 1);
+    let tpl = team.template_by_name("app").await.unwrap().expect("template kept");
+    assert_eq!(tpl.team_id, DEFAULT_TEAM_ID);
+    assert_eq!(team.get_build("bld").await.unwrap().unwrap().template_id, "tpl");
+    assert_eq!(store.builds_of("tpl").await.unwrap().len(), 1);
+    // The rebuilt tables keep their constraints: versions count on, names
+    // are unique per team, and a build needs its template.
+    assert_eq!(store.insert_build(&build("bld2", "tpl")).await.unwrap(), 2);
+    let other = TemplateRecord { id: "tpl-b".into(), team_id: "team-b".into(), name: "app".into(), created_at: 2 };
+    store.insert_template(&other).await.unwrap();
+    let dup = TemplateRecord { id: "tpl-c".into(), ..other.clone() };
+    assert!(matches!(store.insert_template(&dup).await, Err(Error::Conflict(_))));
+    assert!(store.insert_build(&build("orphan", "no-such-template")).await.is_err());
+    assert!(store.delete_template("tpl").await.unwrap());
+    assert!(store.get_build("bld").await.unwrap().is_none());
+    store.close().await;
+    // Reopening finds every migration applied.
+    let store = Store::open(&url).await.unwrap();
+    assert!(store.get_template("tpl-b").await.unwrap().is_some());
+    store.close().await;
 }

@@ -5,14 +5,19 @@
 //! ([`Certs::from_files`]); otherwise Arbor keeps a local CA of its own and a
 //! wildcard leaf signed by it ([`Certs::load_or_create`]), and prints the CA
 //! path so clients can trust it. [`serve`] then runs an axum router behind
-//! TLS with HTTP/1.1 and HTTP/2 chosen by ALPN.
+//! TLS with HTTP/1.1 and HTTP/2 chosen by ALPN; [`serve_plain`] runs it in
+//! the clear, for `--listen`. Both bound every connection by [`Timeouts`]:
+//! the TLS handshake, the request head, and idle keep-alive, never a request
+//! in flight (see `conn.rs`).
 #![warn(missing_docs)]
 
 mod certs;
+mod conn;
 mod serve;
 
 pub use certs::{host_of, Certs};
-pub use serve::serve;
+pub use conn::{Timeouts, HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_TIMEOUT};
+pub use serve::{serve, serve_plain};
 
 /// Errors of certificate handling and of the TLS listener.
 #[derive(Debug, thiserror::Error)]

@@ -87,7 +87,8 @@ async fn serves_http1_and_http2_with_the_generated_ca() {
     let addr = listener.local_addr().unwrap();
     let router = axum::Router::new().route("/", axum::routing::get(hello));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(arbor_tls::serve(listener, certs.server_config(), router, async {
+    let timeouts = arbor_tls::Timeouts::default();
+    let server = tokio::spawn(arbor_tls::serve(listener, certs.server_config(), router, timeouts, async {
         let _ = stopped.await;
     }));
 

@@ -4,6 +4,7 @@
 use super::detail_json;
 use crate::{
     app::App,
+    auth::Tenant,
     error::{ApiError, ApiResult},
     model::SandboxDetail,
 };
@@ -70,11 +71,11 @@ pub fn parse_query(raw: Option<&str>) -> ApiResult<Filters> {
     Ok(f)
 }
 
-async fn page(app: &App, f: Filters) -> ApiResult<(Vec<SandboxDetail>, Option<String>)> {
+async fn page(app: &App, tenant: &Tenant, f: Filters) -> ApiResult<(Vec<SandboxDetail>, Option<String>)> {
     let states = if f.states.is_empty() { vec![State::Running, State::Paused] } else { f.states };
     let query =
         ListQuery { states, metadata: f.metadata, limit: f.limit.unwrap_or(DEFAULT_LIMIT), next_token: f.next_token };
-    let page = app.store.list_sandboxes(&query).await.map_err(|e| match e {
+    let page = tenant.scope(&app.store).list_sandboxes(&query).await.map_err(|e| match e {
         arbor_store::Error::InvalidArgument(msg) => ApiError::bad_request(msg),
         other => other.into(),
     })?;
@@ -90,9 +91,10 @@ async fn page(app: &App, f: Filters) -> ApiResult<(Vec<SandboxDetail>, Option<St
               (status = 400, body = crate::model::ErrorBody)))]
 pub async fn list_v2(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<(HeaderMap, Json<Vec<SandboxDetail>>)> {
-    let (items, next) = page(&app, parse_query(raw.as_deref())?).await?;
+    let (items, next) = page(&app, &tenant, parse_query(raw.as_deref())?).await?;
     let mut headers = HeaderMap::new();
     if let Some(token) = next.and_then(|t| HeaderValue::from_str(&t).ok()) {
         headers.insert("x-next-token", token);
@@ -103,13 +105,17 @@ pub async fn list_v2(
 /// `GET /sandboxes`: every running sandbox (optionally filtered by metadata).
 #[utoipa::path(get, path = "/sandboxes",
     responses((status = 200, body = [SandboxDetail]), (status = 400, body = crate::model::ErrorBody)))]
-pub async fn list_v1(AxState(app): AxState<Arc<App>>, RawQuery(raw): RawQuery) -> ApiResult<Json<Vec<SandboxDetail>>> {
+pub async fn list_v1(
+    AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Vec<SandboxDetail>>> {
     let mut filters = parse_query(raw.as_deref())?;
     filters.states = vec![State::Running];
     filters.limit = Some(MAX_LIMIT);
     let mut all = Vec::new();
     loop {
-        let (items, next) = page(&app, filters.clone()).await?;
+        let (items, next) = page(&app, &tenant, filters.clone()).await?;
         all.extend(items);
         filters.next_token = next;
         if filters.next_token.is_none() {

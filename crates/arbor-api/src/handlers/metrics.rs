@@ -2,6 +2,7 @@
 
 use crate::{
     app::{now_ms, rfc3339, App},
+    auth::Tenant,
     error::{ApiError, ApiResult},
     model::{Quota, QuotaLimit, QuotaUsage, SandboxMetric},
 };
@@ -26,14 +27,16 @@ pub struct Range {
     responses((status = 200, body = [SandboxMetric]), (status = 404, body = crate::model::ErrorBody)))]
 pub async fn metrics(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     Path(id): Path<String>,
     range: Result<Query<Range>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Vec<SandboxMetric>>> {
     let Query(range) = range.map_err(|e| ApiError::bad_request(format!("invalid range: {}", e.body_text())))?;
     let start = range.start.map_or(0, |s| s.saturating_mul(1000));
     let end = range.end.map_or_else(now_ms, |e| e.saturating_mul(1000).saturating_add(999));
-    let samples = app.store.metrics(&id, start, end).await?;
-    if samples.is_empty() && app.store.get_sandbox(&id).await?.is_none() {
+    let team = tenant.scope(&app.store);
+    let samples = team.metrics(&id, start, end).await?;
+    if samples.is_empty() && team.get_sandbox(&id).await?.is_none() {
         return Err(ApiError::sandbox_not_found(&id));
     }
     Ok(Json(
@@ -55,10 +58,10 @@ pub async fn metrics(
     ))
 }
 
-/// `GET /sandboxes/quota`: this server's limits and what runs now.
+/// `GET /sandboxes/quota`: this server's limits and what the key's team runs now.
 #[utoipa::path(get, path = "/sandboxes/quota", responses((status = 200, body = Quota)))]
-pub async fn quota(AxState(app): AxState<Arc<App>>) -> ApiResult<Json<Quota>> {
-    let usage = app.store.usage().await?;
+pub async fn quota(AxState(app): AxState<Arc<App>>, tenant: Tenant) -> ApiResult<Json<Quota>> {
+    let usage = tenant.scope(&app.store).usage().await?;
     Ok(Json(Quota {
         limit: QuotaLimit {
             concurrent_instances: app.cfg.max_sandboxes,

@@ -5,19 +5,22 @@ pub mod metrics;
 pub mod network;
 pub mod persist;
 pub mod sandboxes;
+pub mod teams;
 pub mod templates;
 pub mod unsupported;
 
 use crate::{
     app::{rfc3339, App},
+    auth::Tenant,
     error::ApiError,
     model::{Lifecycle, NetworkConfig, Sandbox, SandboxDetail},
 };
 use arbor_store::{SandboxRecord, State};
 
-/// The record of a sandbox that exists (running or paused), or 404.
-pub async fn existing(app: &App, id: &str) -> Result<SandboxRecord, ApiError> {
-    match app.store.get_sandbox(id).await? {
+/// The record of a sandbox of `tenant`'s team that exists (running or
+/// paused), or 404 — the same 404 for another team's sandbox.
+pub async fn existing(app: &App, tenant: &Tenant, id: &str) -> Result<SandboxRecord, ApiError> {
+    match tenant.scope(&app.store).get_sandbox(id).await? {
         Some(r) if r.state != State::Killed => Ok(r),
         _ => Err(ApiError::sandbox_not_found(id)),
     }
@@ -45,6 +48,7 @@ pub fn detail_json(app: &App, r: &SandboxRecord, detail: bool) -> SandboxDetail 
         sandbox_id: r.id.clone(),
         template_id: r.template_id.clone(),
         client_id: CLIENT_ID.into(),
+        team_id: r.team_id.clone(),
         alias: r.alias.clone(),
         envd_version: arbor_proto::ENVD_VERSION.into(),
         cpu_count: r.cpu_count,

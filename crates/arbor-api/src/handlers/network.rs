@@ -4,6 +4,7 @@
 use super::{existing, sandboxes::policy};
 use crate::{
     app::App,
+    auth::Tenant,
     error::{bad_json, ApiError, ApiResult},
     model::NetworkConfig,
 };
@@ -20,11 +21,12 @@ use std::sync::Arc;
     responses((status = 204), (status = 400, body = crate::model::ErrorBody), (status = 404, body = crate::model::ErrorBody)))]
 pub async fn set_network(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     Path(id): Path<String>,
     body: Result<Json<NetworkConfig>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(req) = body.map_err(bad_json)?;
-    let mut record = existing(&app, &id).await?;
+    let mut record = existing(&app, &tenant, &id).await?;
     let mut network: NetworkConfig =
         record.network.clone().and_then(|n| serde_json::from_value(n).ok()).unwrap_or_default();
     network.allow_out = req.allow_out;

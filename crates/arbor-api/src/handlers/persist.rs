@@ -3,6 +3,7 @@
 use super::existing;
 use crate::{
     app::{ms, now_ms, App},
+    auth::Tenant,
     error::{ApiError, ApiResult},
     model::{
         CloneRequest, CloneResponse, ClonedSandbox, ErrorBody, ForkRequest, ForkResult, NewSnapshot, SnapshotInfo,
@@ -33,7 +34,9 @@ fn info(snap: &SnapshotRecord) -> SnapshotInfo {
 /// `POST /sandboxes/{id}/pause`: 204, 409 if already paused.
 #[utoipa::path(post, path = "/sandboxes/{id}/pause", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::model::ErrorBody), (status = 409, body = crate::model::ErrorBody)))]
-pub async fn pause(AxState(app): AxState<Arc<App>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn pause(AxState(app): AxState<Arc<App>>, tenant: Tenant, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    // The team's, or 404; the pause itself then goes by id (ids never change team).
+    existing(&app, &tenant, &id).await?;
     app.pause(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -43,10 +46,12 @@ pub async fn pause(AxState(app): AxState<Arc<App>>, Path(id): Path<String>) -> A
     responses((status = 201, body = SnapshotInfo), (status = 404, body = crate::model::ErrorBody)))]
 pub async fn create_snapshot(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<SnapshotInfo>)> {
     let req: NewSnapshot = optional_json(&body)?;
+    existing(&app, &tenant, &id).await?;
     if req.memory == Some(false) {
         return Err(ApiError::bad_request("filesystem-only snapshots (memory: false) are not supported; omit it"));
     }
@@ -75,6 +80,7 @@ pub struct SnapshotsQuery {
               (status = 400, body = crate::model::ErrorBody)))]
 pub async fn list_snapshots(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     query: Result<Query<SnapshotsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<(HeaderMap, Json<Vec<SnapshotInfo>>)> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -88,7 +94,7 @@ pub async fn list_snapshots(
         limit: q.limit.unwrap_or(0),
         next_token: q.next_token.filter(|t| !t.is_empty()),
     };
-    let page = app.store.list_snapshots(&query).await.map_err(|e| match e {
+    let page = tenant.scope(&app.store).list_snapshots(&query).await.map_err(|e| match e {
         arbor_store::Error::InvalidArgument(msg) => ApiError::bad_request(msg),
         other => other.into(),
     })?;
@@ -137,11 +143,12 @@ fn clone_timeout_ms(app: &App, origin: &SandboxRecord, asked: Option<i64>) -> Ap
               (status = 404, body = crate::model::ErrorBody), (status = 429, body = crate::model::ErrorBody)))]
 pub async fn clone(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<CloneResponse>)> {
     let req: CloneRequest = optional_json(&body)?;
-    let origin = existing(&app, &id).await?;
+    let origin = existing(&app, &tenant, &id).await?;
     let count = clone_count(&app, req.count, req.strict)?;
     let timeout_ms = clone_timeout_ms(&app, &origin, req.timeout)?;
     let (results, snapshot) = app.clone_sandbox(&origin, count, req.strict, timeout_ms).await?;
@@ -168,11 +175,12 @@ pub async fn clone(
               (status = 429, body = crate::model::ErrorBody)))]
 pub async fn fork(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Vec<ForkResult>>)> {
     let req: ForkRequest = optional_json(&body)?;
-    let origin = existing(&app, &id).await?;
+    let origin = existing(&app, &tenant, &id).await?;
     let count = clone_count(&app, req.count, false)?;
     let timeout_ms = clone_timeout_ms(&app, &origin, req.timeout)?;
     let (results, _) = app.clone_sandbox(&origin, count, false, timeout_ms).await?;

@@ -3,6 +3,7 @@
 use super::{detail_json, existing, sandbox_json};
 use crate::{
     app::{ms, now_ms, App, Source},
+    auth::Tenant,
     error::{bad_json, ApiError, ApiResult},
     ids,
     model::{ConnectSandbox, NetworkConfig, NewSandbox, Sandbox, SandboxDetail, SetTimeout},
@@ -67,9 +68,11 @@ pub fn policy(internet: bool, network: Option<&NetworkConfig>) -> ApiResult<arbo
               (status = 401, body = crate::model::ErrorBody), (status = 404, body = crate::model::ErrorBody)))]
 pub async fn create(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     body: Result<Json<NewSandbox>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
     let Json(req) = body.map_err(bad_json)?;
+    let team = tenant.scope(&app.store);
     if req.auto_pause_memory == Some(false) {
         return Err(ApiError::bad_request("auto-pause without memory (autoPauseMemory: false) is not supported"));
     }
@@ -79,22 +82,23 @@ pub async fn create(
     // snapshot's id (it works as a template) likewise, so neither can be
     // deleted meanwhile.
     // Built-in templates first: `base`, the common case, costs no store query.
+    // They are every team's; built templates and snapshots only their team's.
     let mut held = None;
     let mut build_id = None;
     let mut snapshot = None;
-    let (source, defaults) = match app.node.template(&template_id) {
+    let (source, defaults) = match app.builtin_template(&template_id) {
         Ok(template) => {
             let defaults = (template.name.clone(), template.cpu_count, template.memory_mb, template.disk_mb);
             (app.builtin_source(template).await?, defaults)
         }
         Err(arbor_node::Error::TemplateNotFound(_)) => {
-            if let Some((t, b)) = app.resolve_template(&template_id).await? {
+            if let Some((t, b)) = app.resolve_template(team, &template_id).await? {
                 held = Some(app.locks.lock(&b.id).await);
                 build_id = Some(b.id.clone());
                 (app.build_source(&b)?, (t.id.clone(), b.cpu_count, b.memory_mb, b.disk_mb))
             } else {
                 held = Some(app.locks.lock(&template_id).await);
-                let snap = app.store.get_snapshot(&template_id).await?.filter(|s| s.state == SnapshotState::Ready);
+                let snap = team.get_snapshot(&template_id).await?.filter(|s| s.state == SnapshotState::Ready);
                 let Some(snap) = snap else {
                     return Err(ApiError::new(StatusCode::NOT_FOUND, format!("template '{template_id}' not found")));
                 };
@@ -144,6 +148,7 @@ pub async fn create(
     let public = req.network.as_ref().and_then(|n| n.allow_public_traffic).unwrap_or(true);
     let record = SandboxRecord {
         id: ids::sandbox_id(),
+        team_id: tenant.team_id.clone(),
         template_id: template_name,
         alias: None,
         state: State::Running,
@@ -191,16 +196,20 @@ pub async fn create(
 /// `GET /sandboxes/{id}`.
 #[utoipa::path(get, path = "/sandboxes/{id}", params(("id" = String, Path)),
     responses((status = 200, body = SandboxDetail), (status = 404, body = crate::model::ErrorBody)))]
-pub async fn get(AxState(app): AxState<Arc<App>>, Path(id): Path<String>) -> ApiResult<Json<SandboxDetail>> {
-    let record = existing(&app, &id).await?;
+pub async fn get(
+    AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SandboxDetail>> {
+    let record = existing(&app, &tenant, &id).await?;
     Ok(Json(detail_json(&app, &record, true)))
 }
 
 /// `DELETE /sandboxes/{id}`.
 #[utoipa::path(delete, path = "/sandboxes/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::model::ErrorBody)))]
-pub async fn kill(AxState(app): AxState<Arc<App>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let record = existing(&app, &id).await?;
+pub async fn kill(AxState(app): AxState<Arc<App>>, tenant: Tenant, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let record = existing(&app, &tenant, &id).await?;
     app.kill(record).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -211,12 +220,13 @@ pub async fn kill(AxState(app): AxState<Arc<App>>, Path(id): Path<String>) -> Ap
     responses((status = 204), (status = 400, body = crate::model::ErrorBody), (status = 404, body = crate::model::ErrorBody)))]
 pub async fn set_timeout(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     Path(id): Path<String>,
     body: Result<Json<SetTimeout>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(req) = body.map_err(bad_json)?;
     let timeout = timeout_ms(&app, req.timeout)?;
-    let record = existing(&app, &id).await?;
+    let record = existing(&app, &tenant, &id).await?;
     let end_at = now_ms().saturating_add(timeout).min(lifetime_end(&app, record.started_at));
     app.store.set_end_at(&id, end_at).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -229,6 +239,7 @@ pub async fn set_timeout(
     responses((status = 200, body = Sandbox), (status = 201, body = Sandbox), (status = 404, body = crate::model::ErrorBody)))]
 pub async fn connect(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     Path(id): Path<String>,
     body: Result<Json<ConnectSandbox>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
@@ -237,6 +248,9 @@ pub async fn connect(
         return Err(ApiError::bad_request("resuming without memory (a cold boot) is not supported; omit memory"));
     }
     let timeout = requested_timeout_ms(&app, req.timeout)?;
+    // The team's, or 404; a sandbox never changes team, so the resume below
+    // may look it up by id alone.
+    existing(&app, &tenant, &id).await?;
     let (mut record, resumed) = app.resume(&id, timeout).await?;
     if resumed {
         return Ok((StatusCode::CREATED, Json(sandbox_json(&app, &record))));
@@ -256,11 +270,12 @@ pub async fn connect(
               (status = 409, body = crate::model::ErrorBody)))]
 pub async fn resume(
     state: AxState<Arc<App>>,
+    tenant: Tenant,
     Path(id): Path<String>,
     body: Result<Json<ConnectSandbox>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
-    if existing(&state.0, &id).await?.state == State::Running {
+    if existing(&state.0, &tenant, &id).await?.state == State::Running {
         return Err(ApiError::conflict(format!("sandbox {id} is already running")));
     }
-    connect(state, Path(id), body).await
+    connect(state, tenant, Path(id), body).await
 }

@@ -2,7 +2,7 @@
 //! snapshots, clone, templates, volumes): each answers a clear JSON error
 //! rather than a bare 404, so the SDK raises a readable exception.
 
-use crate::{app::App, error::ApiError, handlers::existing};
+use crate::{app::App, auth::Tenant, error::ApiError, handlers::existing};
 use axum::{
     extract::{Path, State as AxState},
     http::{StatusCode, Uri},
@@ -13,9 +13,10 @@ use std::sync::Arc;
 /// sandbox (the SDKs map it to "not found"), 501 otherwise.
 pub async fn sandbox_operation(
     AxState(app): AxState<Arc<App>>,
+    tenant: Tenant,
     Path((id, op)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    existing(&app, &id).await?;
+    existing(&app, &tenant, &id).await?;
     Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, format!("'{op}' is not available on this server yet")))
 }
 

@@ -84,14 +84,19 @@ impl Edge {
 
     /// Serves TLS (the same router as the plain listener) and DNS until
     /// `shutdown` completes for each of them.
-    pub(super) async fn serve<S, F>(self, router: axum::Router, shutdown: S) -> anyhow::Result<()>
+    pub(super) async fn serve<S, F>(
+        self,
+        router: axum::Router,
+        timeouts: arbor_tls::Timeouts,
+        shutdown: S,
+    ) -> anyhow::Result<()>
     where
         S: Fn() -> F,
         F: Future<Output = ()> + Send + 'static,
     {
         let dns = self.dns.map(|dns| tokio::spawn(dns.responder.run(shutdown())));
         if let Some(tls) = self.tls {
-            arbor_tls::serve(tls.listener, tls.certs.server_config(), router, shutdown())
+            arbor_tls::serve(tls.listener, tls.certs.server_config(), router, timeouts, shutdown())
                 .await
                 .context("serving TLS")?;
         }

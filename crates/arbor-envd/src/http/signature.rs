@@ -2,37 +2,17 @@
 //!
 //! When a sandbox has an access token, the SDKs' `download_url`/`upload_url`
 //! hand out URLs that carry a signature instead of the token, so a browser or
-//! `curl` can use them without headers. The signature (format `v1`) is
-//! `v1_` + unpadded standard base64 of
-//! `sha256("<path>:<read|write>:<username>:<token>[:<expiration>]")`, where
-//! `path` and `username` are the query values exactly as sent (`username` is
-//! empty for the default user) and `expiration` is in Unix seconds.
+//! `curl` can use them without headers. The signature itself (format `v1`)
+//! is [`arbor_proto::signature`], shared with the proxy, which checks it too
+//! before a signed URL may wake a paused sandbox.
 
 use crate::{
     auth::{constant_time_eq, ACCESS_TOKEN_HEADER},
     error::{Error, Result},
 };
-use base64::Engine;
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
 
-/// What a signed URL allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// `GET /files`.
-    Read,
-    /// `POST /files`.
-    Write,
-}
-
-impl Operation {
-    fn as_str(self) -> &'static str {
-        match self {
-            Operation::Read => "read",
-            Operation::Write => "write",
-        }
-    }
-}
+pub use arbor_proto::signature::{sign, Operation};
 
 /// The signature-related parts of a `/files` request.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,24 +25,6 @@ pub struct Signed<'a> {
     pub signature: Option<&'a str>,
     /// The `signature_expiration` query value, Unix seconds.
     pub expiration: Option<i64>,
-}
-
-/// Computes the `v1` signature of a request for `token`.
-pub fn sign(path: &str, op: Operation, username: &str, token: &str, expiration: Option<i64>) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(path.as_bytes());
-    hasher.update(b":");
-    hasher.update(op.as_str().as_bytes());
-    hasher.update(b":");
-    hasher.update(username.as_bytes());
-    hasher.update(b":");
-    hasher.update(token.as_bytes());
-    if let Some(exp) = expiration {
-        hasher.update(b":");
-        hasher.update(exp.to_string().as_bytes());
-    }
-    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(hasher.finalize());
-    format!("v1_{encoded}")
 }
 
 /// Decides whether a `/files` request may proceed.
@@ -108,20 +70,6 @@ pub fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    // Reference values from the Python SDK's `get_signature`
-    // (novita_sandbox/core/sandbox/signature.py).
-    #[test]
-    fn matches_the_sdk() {
-        assert_eq!(
-            sign("/home/user/a.txt", Operation::Read, "", "tok", None),
-            "v1_Zkbb3914oLJLvMBzCAHQhm2ydBLxbSx2eQUR/kLdvIY"
-        );
-        assert_eq!(
-            sign("a b/ü.txt", Operation::Write, "root", "tok", Some(1_700_000_000)),
-            "v1_VRDPKBCQb9LQraoU5PtkQRjZBoPgrFtCyX9ZnSRm9uU"
-        );
-    }
 
     fn signed<'a>(sig: &'a str, exp: Option<i64>) -> Signed<'a> {
         Signed { path: "f", username: "user", signature: Some(sig), expiration: exp }

@@ -2,7 +2,7 @@
 //! maps ids and tokens to it, and the proxy served by axum on 127.0.0.1:0.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use arbor_proxy::{Lookup, Proxy, ProxyError, Resolver, Target};
+use arbor_proxy::{Access, Lookup, Proxy, ProxyError, Resolver, Target};
 use std::{
     collections::HashMap,
     fs,
@@ -155,17 +155,20 @@ impl TableResolver {
 
 #[async_trait::async_trait]
 impl Resolver for TableResolver {
-    async fn resolve(&self, lookup: Lookup<'_>) -> Result<Target, ProxyError> {
+    async fn resolve(&self, lookup: Lookup<'_>, access: &Access<'_>) -> Result<Target, ProxyError> {
         self.lookups.lock().unwrap().push(format!("{lookup:?}"));
         let table = self.sandboxes.lock().unwrap();
         let found = match lookup {
             Lookup::Id(id) => table.get_key_value(id).ok_or_else(|| ProxyError::NotFound(id.into()))?,
             Lookup::Token(t) => table.iter().find(|(_, (tok, _))| tok == t).ok_or(ProxyError::UnknownToken)?,
         };
+        // As the control plane does: a paused sandbox is only named to a
+        // request with its credentials.
         if found.0 == "paused" {
-            return Err(ProxyError::Status {
-                status: http::StatusCode::CONFLICT,
-                message: "sandbox paused is paused".into(),
+            return Err(if access.allows(&found.1 .0, None, arbor_proxy::unix_now()) {
+                ProxyError::Paused("paused".into())
+            } else {
+                ProxyError::NotFound("paused".into())
             });
         }
         Ok(Target::new(found.0.clone(), found.1 .1))
@@ -217,7 +220,8 @@ pub fn envelope(msg: &serde_json::Value) -> Vec<u8> {
 /// The access token of sandbox `alpha` in [`setup`].
 pub const TOKEN: &str = "tok-alpha";
 
-/// envd with sandbox `alpha` (token [`TOKEN`]), `paused` (refused with 409)
+/// envd with sandbox `alpha` (token [`TOKEN`]), `paused` (token `tok-paused`;
+/// not found without it, paused with it)
 /// and `dead` (nothing listens) in the resolver, and the proxy serving them.
 pub async fn setup(activity_every: Duration) -> (Envd, Arc<TableResolver>, SocketAddr) {
     let envd = Envd::start(TOKEN).await;

@@ -3,8 +3,8 @@
 Run by tests/python_sdk.rs with PROXY_URL, TOKEN and HOME_DIR set. The sandbox
 objects are built as Sandbox.create()/connect() would build them, without a
 control plane: `alpha` is reached by id header (create) or by token only
-(connect), `nope` is unknown, `dead` has no envd, `paused` is refused by the
-resolver with 409.
+(connect), `nope` is unknown, `dead` has no envd, `paused` is paused without
+auto-resume (502, as a sandbox that is not running).
 """
 
 import os
@@ -14,7 +14,7 @@ from packaging.version import Version
 
 from novita_sandbox.core import Sandbox
 from novita_sandbox.core.connection_config import ConnectionConfig
-from novita_sandbox.core.exceptions import SandboxException, TimeoutException
+from novita_sandbox.core.exceptions import TimeoutException
 
 URL = os.environ["PROXY_URL"]
 TOKEN = os.environ["TOKEN"]
@@ -75,6 +75,9 @@ kinds.append(expect(TimeoutException, lambda: dead.commands.run("true"), "sandbo
 kinds.append(expect(TimeoutException, lambda: dead.files.read("/etc/hostname"), "sandbox dead is not reachable"))
 kinds.append(expect(TimeoutException, lambda: dead.files.list("/"), "sandbox dead is not reachable"))
 paused = sandbox("paused", "tok-paused")
-kinds.append(expect(SandboxException, lambda: paused.commands.run("true"), "sandbox paused is paused"))
-kinds.append(expect(SandboxException, lambda: paused.files.read("/etc/hostname"), "sandbox paused is paused"))
+kinds.append(expect(TimeoutException, lambda: paused.commands.run("true"), "sandbox paused is paused"))
+kinds.append(expect(TimeoutException, lambda: paused.files.read("/etc/hostname"), "sandbox paused is paused"))
+# `is_running()` reads 502 from /health as "not running" (any other error raises).
+assert paused.is_running() is False and nope.is_running() is False and dead.is_running() is False
+assert sandbox("alpha", TOKEN).is_running() is True
 print("ok", kinds)
