@@ -29,6 +29,14 @@ impl Operation {
     }
 }
 
+/// The current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Computes the `v1` signature of a request for `token`.
 pub fn sign(path: &str, op: Operation, username: &str, token: &str, expiration: Option<i64>) -> String {
     let mut hasher = Sha256::new();

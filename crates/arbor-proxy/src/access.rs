@@ -13,6 +13,7 @@ use crate::{
     host::TRAFFIC_TOKEN_HEADER,
     proxy::{header_text, ACCESS_TOKEN_HEADER},
 };
+pub use arbor_proto::signature::unix_now;
 use arbor_proto::signature::{self, Operation};
 use http::{HeaderMap, Method, Uri};
 use subtle::ConstantTimeEq;
@@ -112,14 +113,6 @@ impl SignedFiles {
         let expected = signature::sign(&self.path, self.op, &self.username, token, self.expiration);
         bool::from(expected.as_bytes().ct_eq(self.signature.as_bytes())) && self.expiration.is_none_or(|e| e >= now)
     }
-}
-
-/// The current Unix time in seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::{
 };
 use http::HeaderMap;
 
-pub use arbor_proto::signature::{sign, Operation};
+pub use arbor_proto::signature::{sign, unix_now, Operation};
 
 /// The signature-related parts of a `/files` request.
 #[derive(Debug, Clone, Copy, Default)]
@@ -57,14 +57,6 @@ pub fn authorize(token: Option<&str>, headers: &HeaderMap, req: &Signed<'_>, op:
         Some(exp) if exp < now => Err(Error::Unauthenticated("signature is already expired".into())),
         _ => Ok(()),
     }
-}
-
-/// The current Unix time in seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
