@@ -215,12 +215,6 @@ impl Node {
         Ok(removed)
     }
 
-    /// Memory limits claimed by this node's sandboxes, MiB, and the memory
-    /// all of them together may use.
-    pub fn memory_claims(&self) -> (u64, u64) {
-        self.capacity.memory()
-    }
-
     /// Replaces a running sandbox's egress policy.
     pub async fn set_policy(&self, id: &str, policy: arbor_net::Policy) -> Result<()> {
         let net = self.driver.network().ok_or_else(|| Error::Invalid("this node has no networking".into()))?;
